@@ -85,6 +85,9 @@ class VQVAEModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_usage("test")
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lesion_lightning"] = {"module": type(self).__name__}
+
     @torch.no_grad()
     def images_for_logging(self, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
         """Originals (top row) above their reconstructions (bottom row)."""

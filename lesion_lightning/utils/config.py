@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 
 def save_resolved_config(cfg: DictConfig, output_dir: str | Path) -> Path:
@@ -23,13 +23,17 @@ def fill_model_from_data(model_cfg: DictConfig, datamodule) -> DictConfig:
     if not defaults:
         return model_cfg
     model_cfg = model_cfg.copy()
-    for key, value in defaults.items():
-        current = model_cfg.net.get(key)
-        if current is None:
-            model_cfg.net[key] = value
-        elif key == "num_codes" and current != value:
-            raise ValueError(
-                f"model.net.num_codes={current} but the index dataset at data.root uses a codebook of "
-                f"{value} codes; remove the override or point data.root at a matching encode output"
-            )
+    with open_dict(model_cfg):
+        for key, value in defaults.get("net", {}).items():
+            current = model_cfg.net.get(key)
+            if current is None:
+                model_cfg.net[key] = value
+            elif key == "num_codes" and current != value:
+                raise ValueError(
+                    f"model.net.num_codes={current} but the index dataset at data.root uses a codebook of "
+                    f"{value} codes; remove the override or point data.root at a matching encode output"
+                )
+        for key, value in defaults.items():
+            if key != "net" and model_cfg.get(key) is None:
+                model_cfg[key] = value
     return model_cfg

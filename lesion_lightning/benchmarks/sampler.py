@@ -1,0 +1,179 @@
+"""Sampler benchmark: naive (one full forward pass per position) vs cached incremental sampling.
+
+Both samplers are timed on the same model, grid and batch in the same run, so their ratio holds even
+on a shared machine. Per-position times are for the whole batch; per-image projections multiply by
+H*W positions and divide by the batch size.
+
+- naive: ``sampling.naive_step`` (full forward + draw at one position), ``naive_positions`` times,
+  after ``warmup`` untimed passes. Every naive position costs the same full pass, so a few suffice.
+- cached: the real ``sample_cached`` on a grid of width g, timed row by row through its progress
+  callback (each timed row includes the vertical-stack update it triggers), stopped after
+  ``warmup + cached_rows`` rows. Per-position cost does not depend on the grid height.
+
+Run it through `python -m lesion_lightning.bench sampler`, or directly:
+`python -m lesion_lightning.benchmarks.sampler [path/to/sampler.yaml]`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from lesion_lightning.models.pixelcnn import GatedPixelCNN
+from lesion_lightning.models.sampling import naive_step, sample_cached
+
+CONFIG = "conf/bench/sampler.yaml"
+_MODEL_KEYS = {"num_codes", "channels", "num_layers", "kernel_size", "num_classes", "out_hidden"}
+
+
+class _StopSampling(Exception):
+    """Raised from the progress callback once enough cached rows are timed."""
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"{CONFIG}: device=cuda but no CUDA device is visible; use device=cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise SystemExit(f"{CONFIG}: device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _positive_int(cfg: DictConfig, key: str, minimum: int = 1) -> int:
+    value = cfg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise SystemExit(f"{CONFIG}: {key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def _model_specs(cfg: DictConfig) -> list[tuple[str, dict, list[int]]]:
+    """[(name, GatedPixelCNN kwargs, grids)]: the reference shape first, then cfg.models."""
+    grids = list(cfg.grids)
+    if not grids or any(not isinstance(g, int) or g < 1 for g in grids):
+        raise SystemExit(f"{CONFIG}: grids must be a non-empty list of positive integers, got {grids!r}")
+    reference = OmegaConf.to_container(cfg.reference, resolve=True)
+    specs = [("reference", reference, grids)]
+    models = cfg.get("models")
+    models = OmegaConf.to_container(models, resolve=True) if models is not None else {}
+    for name, entry in models.items():
+        kwargs = dict(entry)
+        model_grids = kwargs.pop("grids", None) or grids
+        unknown = set(kwargs) - _MODEL_KEYS
+        if unknown:
+            raise SystemExit(
+                f"{CONFIG}: models.{name} has unknown keys {sorted(unknown)}; allowed: {sorted(_MODEL_KEYS)}"
+            )
+        if kwargs.get("num_codes") is None:
+            kwargs["num_codes"] = reference["num_codes"]
+        if kwargs.get("num_classes") is None:
+            kwargs["num_classes"] = 0
+        specs.append((name, kwargs, list(model_grids)))
+    return specs
+
+
+def _time_naive(model, grid: torch.Tensor, labels, positions: int, warmup: int, device) -> float:
+    """Seconds per naive position (one full forward pass + draw), averaged over ``positions``."""
+    B, H, W = grid.shape
+    gen = torch.Generator(device=device).manual_seed(0)
+    i, j = H // 2, W // 2
+    with torch.inference_mode():
+        for _ in range(warmup):
+            naive_step(model, grid, labels, i, j, torch.rand(B, generator=gen, device=device), 1.0)
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(positions):
+            naive_step(model, grid, labels, i, j, torch.rand(B, generator=gen, device=device), 1.0)
+        _sync(device)
+    return (time.perf_counter() - start) / positions
+
+
+def _time_cached(model, batch: int, width: int, labels, rows: int, warmup: int, device) -> float:
+    """Seconds per cached position, from row timestamps of a real sample_cached call."""
+    stamps: list[float] = []
+    stop_after = warmup + rows
+
+    def progress(done: int, total: int) -> None:
+        _sync(device)
+        stamps.append(time.perf_counter())
+        if done == stop_after:
+            raise _StopSampling
+
+    gen = torch.Generator(device=device).manual_seed(0)
+    _sync(device)
+    stamps.append(time.perf_counter())  # stamps[r] = end of row r (stamps[0] = start)
+    try:
+        # One extra row so every timed row does its vertical update, as in a full-size grid.
+        sample_cached(model, batch, stop_after + 1, width, labels=labels, generator=gen, progress=progress)
+    except _StopSampling:
+        pass
+    return (stamps[stop_after] - stamps[warmup]) / (rows * width)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Time naive vs cached sampling for every model shape and grid; returns settings and rows."""
+    device = _device(cfg.get("device", "auto"))
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(_positive_int(cfg, "threads"))
+    batch = _positive_int(cfg, "batch_size")
+    naive_positions = _positive_int(cfg, "naive_positions")
+    cached_rows = _positive_int(cfg, "cached_rows")
+    warmup = _positive_int(cfg, "warmup", minimum=0)
+    seed = int(cfg.get("seed", 0))
+    rows = []
+    for name, kwargs, grids in _model_specs(cfg):
+        torch.manual_seed(seed)
+        try:
+            model = GatedPixelCNN(**kwargs).to(device).eval()
+        except (TypeError, ValueError) as err:
+            raise SystemExit(f"{CONFIG}: bad model shape for {name!r}: {err}") from err
+        classes = model.num_classes
+        labels = torch.arange(batch, device=device) % classes if classes else None
+        for g in grids:
+            grid = torch.randint(
+                0, model.num_codes, (batch, g, g), generator=torch.Generator().manual_seed(seed)
+            )
+            naive_s = _time_naive(model, grid.to(device), labels, naive_positions, warmup, device)
+            cached_s = _time_cached(model, batch, g, labels, cached_rows, warmup, device)
+            positions = g * g
+            rows.append(
+                {
+                    "model": name,
+                    "grid": g,
+                    "batch": batch,
+                    "naive_ms_per_position": 1000 * naive_s,
+                    "cached_ms_per_position": 1000 * cached_s,
+                    "speedup": naive_s / cached_s,
+                    "naive_s_per_image": naive_s * positions / batch,
+                    "cached_s_per_image": cached_s * positions / batch,
+                }
+            )
+    settings = {
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "batch_size": batch,
+        "naive_positions": naive_positions,
+        "cached_rows": cached_rows,
+        "warmup": warmup,
+        "seed": seed,
+        "dtype": "float32",
+        "models": {name: kwargs for name, kwargs, _ in _model_specs(cfg)},
+    }
+    return {"settings": settings, "rows": rows}
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else CONFIG)
+    result = run(OmegaConf.load(path))
+    print(result["settings"])
+    for row in result["rows"]:
+        print({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()})

@@ -1,0 +1,236 @@
+"""One-time resized image cache: one uint8 ``.npy`` array ``(N, S, S, 3)`` + a JSON index.
+
+Decoding full-size ISIC JPEGs (up to 6000x4000) every epoch starves the GPU, so images are decoded,
+EXIF-rotated, converted to RGB and resized once, in parallel, into ``<cache_dir>/<key>/images.npy``
+that every DataLoader worker (and every DDP rank) opens with ``np.load(mmap_mode="r")``.
+
+The key hashes the preprocessing settings (image size, resize mode, minimum size) and every source file's
+relative path, size and modification time: change any of them and a new cache is built. The array
+is written to a temporary name and renamed, then ``index.json`` (the "complete" marker, written
+last) the same way, so an interrupted build never leaves a cache that loads.
+
+Image conversions (:func:`load_rgb`): EXIF orientation applied; grayscale ("L", "1") replicated to
+RGB; 16-bit / 32-bit grayscale ("I;16", "I") scaled to 8 bits (not clipped); "RGBA" / "LA" / palette
+with transparency composited over black (the dermatoscope's dark surround); palette and CMYK
+converted with PIL. Truncated or corrupt files, non-images, images smaller than ``min_image_size``
+and modes PIL cannot convert are reported as bad rows (``BadItem`` reasons), never as zeros.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+RESIZE_MODES: tuple[str, ...] = ("squash", "center_crop", "pad")
+CACHE_VERSION = 1
+IMAGES_FILE = "images.npy"
+INDEX_FILE = "index.json"
+
+
+class BadImageError(Exception):
+    """An image file that cannot be used (the message is the reason shown to the user)."""
+
+
+def fingerprint(path: Path, root: Path) -> tuple[str, int, int]:
+    """(path relative to root, size in bytes, mtime in ns): changes whenever the file does."""
+    st = path.stat()
+    return path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns
+
+
+def cache_key(
+    fingerprints: Sequence[tuple[str, int, int]], image_size: int, resize: str, min_image_size: int = 32
+) -> str:
+    """Directory name of the cache for these source files and settings (bad-image verdicts included)."""
+    h = hashlib.sha256(json.dumps([CACHE_VERSION, int(image_size), resize, int(min_image_size)]).encode())
+    for rel, size, mtime in fingerprints:
+        h.update(f"{rel}\t{size}\t{mtime}\n".encode())
+    return f"s{image_size}_{resize}_{h.hexdigest()[:16]}"
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (see the module docstring for what each mode becomes)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        # 16-bit data scaled by 1/257 (65535 -> 255); float data assumed in [0, 1] if it fits there
+        scale = 255.0 / 65535.0 if (mode.startswith("I;16") or a.max(initial=0) > 255) else 1.0
+        if mode == "F" and a.max(initial=0) <= 1.0:
+            scale = 255.0
+        a = np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(a[..., None], 3, axis=2), "RGB")
+    if mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        mode = img.mode
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB... (raises ValueError where PIL can't)
+
+
+def _resize(img: Image.Image, size: int, resize: str) -> Image.Image:
+    w, h = img.size
+    if resize == "squash":
+        return img.resize((size, size), Image.Resampling.LANCZOS)
+    if resize == "center_crop":  # central square of the short side, then scale
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        return img.resize((size, size), Image.Resampling.LANCZOS, box=(left, top, left + side, top + side))
+    if resize == "pad":  # long side to `size`, centred on black
+        scale = size / max(w, h)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        canvas = Image.new("RGB", (size, size))
+        canvas.paste(img.resize((nw, nh), Image.Resampling.LANCZOS), ((size - nw) // 2, (size - nh) // 2))
+        return canvas
+    raise ValueError(f"data.resize={resize!r} is not one of {list(RESIZE_MODES)}")
+
+
+def load_rgb(
+    path: str | Path, image_size: int, resize: str = "squash", min_image_size: int = 32
+) -> np.ndarray:
+    """Decode ``path`` into a ``(S, S, 3)`` uint8 RGB array; raises :class:`BadImageError` with the reason."""
+    try:
+        with Image.open(path) as img:
+            w, h = img.size
+            if min(w, h) < min_image_size:
+                raise BadImageError(f"too small: {w}x{h} px (data.min_image_size={min_image_size})")
+            if img.format == "JPEG" and img.mode == "RGB":
+                # decode at a reduced DCT scale that is still >= the target: large ISIC JPEGs decode ~8x faster
+                img.draft("RGB", (image_size, image_size))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+            out = _resize(img, image_size, resize)
+            return np.asarray(out, dtype=np.uint8)
+    except BadImageError:
+        raise
+    except UnidentifiedImageError as e:
+        raise BadImageError("not an image PIL can read (corrupt or not an image file)") from e
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise BadImageError(
+            f"cannot decode ({type(e).__name__}: {e}); the file is probably truncated or corrupt"
+        ) from e
+
+
+@dataclass
+class Cache:
+    """A complete cache: ``images`` is the memory-mapped array, ``bad`` maps row -> reason."""
+
+    directory: Path
+    key: str
+    ids: list[str]
+    bad: dict[int, str]
+
+    @property
+    def images_path(self) -> Path:
+        return self.directory / IMAGES_FILE
+
+    def images(self) -> np.ndarray:
+        return np.load(self.images_path, mmap_mode="r")
+
+
+def load_cache(directory: Path, key: str, ids: Sequence[str]) -> Cache | None:
+    """The complete cache in ``directory`` if it was built for ``key`` and these ids, else None."""
+    try:
+        index = json.loads((directory / INDEX_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if index.get("key") != key or index.get("version") != CACHE_VERSION or index.get("ids") != list(ids):
+        return None
+    try:
+        arr = np.load(directory / IMAGES_FILE, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if arr.shape[0] != len(ids) or arr.dtype != np.uint8:
+        return None
+    bad = {int(k): v for k, v in index.get("bad", {}).items()}
+    return Cache(directory, key, list(ids), bad)
+
+
+# Module-level so tests can make a build fail half-way (monkeypatch) and check nothing loadable is left.
+_load_rgb: Callable[..., np.ndarray] = load_rgb
+
+
+def build_cache(
+    directory: Path,
+    key: str,
+    ids: Sequence[str],
+    paths: Sequence[Path],
+    image_size: int,
+    resize: str = "squash",
+    min_image_size: int = 32,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Cache:
+    """Decode + resize every path into ``directory`` (see the module docstring); returns the loaded cache.
+
+    Threads, not processes: PIL releases the GIL while decoding and resampling, and threads need no
+    pickling of the arrays and no fork of a process that may hold CUDA or a W&B run.
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"data.resize={resize!r} is not one of {list(RESIZE_MODES)}")
+    directory.mkdir(parents=True, exist_ok=True)
+    tag = f"tmp-{socket.gethostname()}-{os.getpid()}"
+    tmp_images = directory / f"{IMAGES_FILE}.{tag}.npy"
+    tmp_index = directory / f"{INDEX_FILE}.{tag}"
+    for stale in (directory / INDEX_FILE, directory / IMAGES_FILE):
+        stale.unlink(missing_ok=True)  # an incomplete/outdated cache under this key must not be mixed in
+    n = len(ids)
+    arr = np.lib.format.open_memmap(
+        tmp_images, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3)
+    )
+    bad: dict[int, str] = {}
+
+    def work(i: int) -> tuple[int, np.ndarray | None, str | None]:
+        try:
+            return i, _load_rgb(paths[i], image_size, resize, min_image_size), None
+        except BadImageError as e:
+            return i, None, str(e)
+
+    workers = max(1, workers if workers is not None else min(16, os.cpu_count() or 1))
+    try:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(
+            total=n, desc=f"caching {n} images at {image_size}px", disable=not progress or None, unit="img"
+        )
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for i, image, reason in pool.map(work, range(n)):
+                if image is None:
+                    bad[i] = reason or "unreadable"
+                else:
+                    arr[i] = image
+                bar.update(1)
+        bar.close()
+        arr.flush()
+        del arr
+        os.replace(tmp_images, directory / IMAGES_FILE)
+        index = {
+            "version": CACHE_VERSION,
+            "key": key,
+            "image_size": int(image_size),
+            "resize": resize,
+            "ids": list(ids),
+            "paths": [str(p) for p in paths],
+            "bad": {str(i): r for i, r in sorted(bad.items())},
+            "complete": True,
+        }
+        tmp_index.write_text(json.dumps(index) + "\n")
+        os.replace(tmp_index, directory / INDEX_FILE)  # last: only now does the cache load
+    finally:
+        tmp_images.unlink(missing_ok=True)
+        tmp_index.unlink(missing_ok=True)
+    cache = load_cache(directory, key, ids)
+    assert cache is not None, f"cache {directory} did not load right after being built"
+    return cache

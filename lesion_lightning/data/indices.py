@@ -1,0 +1,113 @@
+"""The derived code-index dataset written by `encode`, and its LightningDataModule.
+
+Layout of an index dataset folder:
+    manifest.json            grid size, codebook size, image size, preprocessing, splits, classes,
+                             and the fingerprint of the VQ-VAE checkpoint that produced it
+    {split}_indices.npy      uint16 (N, H, W) code grids, memory-mapped by every worker
+    {split}_labels.npy       int64 (N,) class index into manifest["class_names"]
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+MANIFEST = "manifest.json"
+SPLITS = ("train", "val", "test")
+
+
+def read_manifest(root: str | Path) -> dict:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: data.root must be an index dataset written by "
+            "`python -m lesion_lightning.encode vqvae_ckpt=PATH` (its output folder holds manifest.json)"
+        )
+    manifest = json.loads(path.read_text())
+    for key in ("grid_size", "num_codes", "splits", "class_names", "vqvae"):
+        if key not in manifest:
+            raise ValueError(f"{path} lacks `{key}`: re-run encode to rewrite this index dataset")
+    return manifest
+
+
+class IndexDataset(Dataset):
+    """Items: dict(indices=LongTensor (H, W), label=LongTensor (), index=LongTensor ())."""
+
+    def __init__(self, root: str | Path, split: str) -> None:
+        self.root = Path(root)
+        self.split = split
+        self._indices_path = self.root / f"{split}_indices.npy"
+        self.labels = np.load(self.root / f"{split}_labels.npy")
+        self._indices: np.ndarray | None = None  # opened lazily: each worker maps its own view
+        self._len = int(np.load(self._indices_path, mmap_mode="r").shape[0])
+
+    @property
+    def indices(self) -> np.ndarray:
+        if self._indices is None:
+            self._indices = np.load(self._indices_path, mmap_mode="r")
+        return self._indices
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        grid = torch.from_numpy(self.indices[i].astype(np.int64))
+        return {"indices": grid, "label": torch.tensor(int(self.labels[i])), "index": torch.tensor(i)}
+
+
+class IndexDataModule(L.LightningDataModule):
+    """`data=indices data.root=<encode output>`: batches of code grids (B, H, W) with labels."""
+
+    def __init__(self, root: str, batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.manifest = read_manifest(root)
+        self.root = Path(root)
+        self.datasets: dict[str, IndexDataset] = {}
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["class_names"])
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return tuple(self.manifest["grid_size"])
+
+    def model_defaults(self) -> dict:
+        """What a prior trained on this data must agree with (see utils.config.fill_model_from_data)."""
+        n = len(self.class_names)
+        return {
+            "net": {"num_codes": int(self.manifest["num_codes"]), "num_classes": n if n > 1 else 0},
+            "vqvae_ckpt": self.manifest["vqvae"]["checkpoint"],
+            "vqvae_fingerprint": self.manifest["vqvae"]["fingerprint"],
+            "class_names": self.class_names,
+            "grid_size": list(self.grid_size),
+            "index_dataset": str(self.root),
+        }
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in SPLITS:
+            if split not in self.datasets and self.manifest["splits"].get(split, 0) > 0:
+                self.datasets[split] = IndexDataset(self.root, split)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            raise ValueError(f"the index dataset at {self.root} has no `{split}` split (manifest: "
+                             f"{self.manifest['splits']})")
+        h = self.hparams
+        return DataLoader(self.datasets[split], batch_size=h.batch_size, shuffle=shuffle, num_workers=h.num_workers,
+                          pin_memory=h.pin_memory, persistent_workers=h.num_workers > 0, drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)

@@ -1,0 +1,237 @@
+"""Gated PixelCNN prior over grids of VQ-VAE code indices.
+
+van den Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders". Every layer has
+two stacks:
+
+- the vertical stack, a (k//2+1) x k convolution padded so that row i sees rows i-k//2..i of its
+  input (all columns within k//2). It never feeds itself sideways, so it is causal in rows.
+- the horizontal stack, a 1 x (k//2+1) convolution over the current row, columns <= j (the first
+  layer, "mask A", sees columns < j only, so the code being predicted is never an input).
+
+The vertical pre-activations reach the horizontal stack through a 1x1 link only after a shift down
+one row: the horizontal stack at row i sees vertical features computed from rows < i. That shift
+is what removes the blind spot of the masked PixelCNN and keeps the model causal; the gradient
+tests in tests/test_pixelcnn.py pin it down.
+
+There is deliberately no normalization layer: any statistic over spatial positions would let
+later positions leak into earlier ones and would make incremental sampling inexact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def shift_down(x: torch.Tensor) -> torch.Tensor:
+    """Move a (B, C, H, W) map down one row; zeros enter at the top, the last row drops out."""
+    return F.pad(x, (0, 0, 1, -1))
+
+
+def gate(x: torch.Tensor) -> torch.Tensor:
+    """Gated activation tanh(a) * sigmoid(b) over the two channel halves of x: (B, 2C, ...) -> (B, C, ...)."""
+    a, b = x.chunk(2, dim=1)
+    return torch.tanh(a) * torch.sigmoid(b)
+
+
+class GatedLayer(nn.Module):
+    """One gated layer: vertical stack, horizontal stack, v->h link, residual and skip outputs.
+
+    ``first`` makes it the mask-A layer (horizontal stack excludes the current column, no residual
+    from the input since that input is the code being predicted). ``last`` drops the outputs no
+    later layer consumes (the vertical gate and the residual 1x1), so no parameter goes unused
+    (DDP refuses unused parameters by default).
+    """
+
+    def __init__(self, channels: int, kernel_size: int, first: bool, last: bool, num_classes: int) -> None:
+        super().__init__()
+        self.channels = channels
+        self.pad = kernel_size // 2
+        self.first = first
+        self.last = last
+        p = self.pad
+        self.v_conv = nn.Conv2d(channels, 2 * channels, (p + 1, kernel_size))
+        self.h_conv = nn.Conv2d(channels, 2 * channels, (1, p + 1))
+        self.v_to_h = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.h_res = None if last else nn.Conv2d(channels, channels, 1)
+        self.skip = nn.Conv2d(channels, channels, 1)
+        # One class embedding per layer, added inside the gates of both stacks (as in the paper).
+        self.cond = nn.Embedding(num_classes, 2 * channels) if num_classes > 0 else None
+
+    def forward(
+        self, v: torch.Tensor, h: torch.Tensor, labels: torch.Tensor | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+        """(B, C, H, W) vertical and horizontal inputs -> (v_out | None, h_out | None, skip)."""
+        p = self.pad
+        # Pad top by p (no bottom pad): output row i covers input rows i-p..i.
+        v_pre = self.v_conv(F.pad(v, (p, p, p, 0)))  # (B, 2C, H, W)
+        # Mask B: pad left p -> columns j-p..j. Mask A: pad left p+1 and crop one on the right
+        # -> columns j-p-1..j-1.
+        h_in = F.pad(h, (p + 1, -1)) if self.first else F.pad(h, (p, 0))
+        h_pre = self.h_conv(h_in) + self.v_to_h(shift_down(v_pre))  # (B, 2C, H, W)
+        if self.cond is not None:
+            c = self.cond(labels)[:, :, None, None]  # (B, 2C) -> (B, 2C, 1, 1)
+            v_pre = v_pre + c
+            h_pre = h_pre + c
+        g = gate(h_pre)  # (B, C, H, W)
+        skip = self.skip(g)
+        if self.last:
+            return None, None, skip
+        h_out = self.h_res(g) if self.first else h + self.h_res(g)
+        return gate(v_pre), h_out, skip
+
+
+class GatedPixelCNN(nn.Module):
+    """Autoregressive prior p(indices | label) over (H, W) grids of ``num_codes`` codes, raster order.
+
+    Built from primitives only so a checkpoint can rebuild it. Works on any grid size (the
+    convolutions are padded, nothing assumes H == W).
+    """
+
+    def __init__(
+        self,
+        num_codes: int,
+        channels: int = 64,
+        num_layers: int = 15,
+        kernel_size: int = 3,
+        num_classes: int = 0,
+        out_hidden: int | None = None,
+    ) -> None:
+        super().__init__()
+        for name, value, low in (
+            ("num_codes", num_codes, 1),
+            ("channels", channels, 1),
+            ("num_layers", num_layers, 1),
+        ):
+            if not isinstance(value, int) or value < low:
+                raise ValueError(f"GatedPixelCNN: {name} must be an integer >= {low}, got {value!r}")
+        if not isinstance(kernel_size, int) or kernel_size < 3 or kernel_size % 2 == 0:
+            raise ValueError(
+                f"GatedPixelCNN: kernel_size must be an odd integer >= 3 (e.g. 3, 5, 7), got {kernel_size!r}"
+            )
+        if not isinstance(num_classes, int) or num_classes < 0:
+            raise ValueError(
+                f"GatedPixelCNN: num_classes must be an integer >= 0 (0 = unconditional), got {num_classes!r}"
+            )
+        if out_hidden is not None and (not isinstance(out_hidden, int) or out_hidden < 1):
+            raise ValueError(
+                f"GatedPixelCNN: out_hidden must be a positive integer or None, got {out_hidden!r}"
+            )
+        self.num_codes = num_codes
+        self.channels = channels
+        self.num_layers = num_layers
+        self.kernel_size = kernel_size
+        self.num_classes = num_classes
+        self.out_hidden = out_hidden if out_hidden is not None else channels
+
+        self.embedding = nn.Embedding(num_codes, channels)
+        self.layers = nn.ModuleList(
+            GatedLayer(channels, kernel_size, first=i == 0, last=i == num_layers - 1, num_classes=num_classes)
+            for i in range(num_layers)
+        )
+        # Skips of every layer are summed, then ReLU -> 1x1 -> ReLU -> 1x1 to K logits.
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            nn.Conv2d(channels, self.out_hidden, 1),
+            nn.ReLU(),
+            nn.Conv2d(self.out_hidden, num_codes, 1),
+        )
+
+    # ----------------------------------------------------------------------------- validation
+    def check_indices(self, indices: torch.Tensor) -> None:
+        """Raise ValueError unless indices is an integer (B, H, W) tensor with values in [0, num_codes)."""
+        if not isinstance(indices, torch.Tensor) or indices.dim() != 3:
+            shape = tuple(indices.shape) if isinstance(indices, torch.Tensor) else type(indices).__name__
+            raise ValueError(
+                f"GatedPixelCNN: indices must be a (B, H, W) tensor of code indices, got {shape}"
+            )
+        if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
+            raise ValueError(f"GatedPixelCNN: indices must be an integer tensor, got dtype {indices.dtype}")
+        if indices.numel() > 0:
+            lo, hi = int(indices.min()), int(indices.max())
+            if lo < 0 or hi >= self.num_codes:
+                raise ValueError(
+                    f"GatedPixelCNN: indices must lie in [0, {self.num_codes}) (num_codes={self.num_codes}), "
+                    f"got values in [{lo}, {hi}]; check that the index grids come from the VQ-VAE this prior "
+                    "was built for"
+                )
+
+    def check_labels(self, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
+        """Validate class labels against num_classes; returns them as a long tensor (or None)."""
+        if self.num_classes == 0:
+            if labels is not None:
+                raise ValueError(
+                    "GatedPixelCNN: labels were given but the model is unconditional (num_classes=0); "
+                    "build it with num_classes > 0 or pass labels=None"
+                )
+            return None
+        if labels is None:
+            raise ValueError(
+                f"GatedPixelCNN: the model is class-conditional (num_classes={self.num_classes}); "
+                "pass labels, a (B,) tensor of class ids"
+            )
+        labels = torch.as_tensor(labels, device=self.embedding.weight.device)
+        if labels.dim() != 1 or labels.shape[0] != batch_size:
+            raise ValueError(
+                f"GatedPixelCNN: labels must have shape ({batch_size},), got {tuple(labels.shape)}"
+            )
+        if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+            raise ValueError(f"GatedPixelCNN: labels must be integer class ids, got dtype {labels.dtype}")
+        if labels.numel() > 0 and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+            raise ValueError(
+                f"GatedPixelCNN: labels must lie in [0, {self.num_classes}), "
+                f"got values in [{int(labels.min())}, {int(labels.max())}]"
+            )
+        return labels.long()
+
+    # -------------------------------------------------------------------------------- forward
+    def forward(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H, W) code indices (+ (B,) labels) -> (B, num_codes, H, W) logits of p(x_ij | x_<ij)."""
+        self.check_indices(indices)
+        labels = self.check_labels(labels, indices.shape[0])
+        x = self.embedding(indices).permute(0, 3, 1, 2)  # (B, H, W, C) -> (B, C, H, W)
+        return self.logits_from_embeddings(x, labels)
+
+    def logits_from_embeddings(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The network after the code embedding: (B, C, H, W) float -> (B, K, H, W) logits.
+
+        Separate from forward so causality can be checked with gradients w.r.t. a float input.
+        Labels are expected validated (forward does it).
+        """
+        v, h = x, x
+        skips = None
+        for layer in self.layers:
+            v, h, skip = layer(v, h, labels)
+            skips = skip if skips is None else skips + skip
+        return self.head(skips)
+
+    # ------------------------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(
+        self,
+        batch_size: int,
+        height: int,
+        width: int,
+        labels: torch.Tensor | None = None,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        method: str = "cached",
+    ) -> torch.Tensor:
+        """Sample (batch_size, height, width) code grids; see lesion_lightning.models.sampling."""
+        from lesion_lightning.models.sampling import sample
+
+        return sample(
+            self,
+            batch_size,
+            height,
+            width,
+            labels=labels,
+            temperature=temperature,
+            generator=generator,
+            progress=progress,
+            method=method,
+        )

@@ -1,0 +1,335 @@
+"""Samplers for GatedPixelCNN: naive (one full forward pass per position) and cached (incremental).
+
+The cached sampler follows Ramachandran et al. 2017, "Fast Generation for Convolutional
+Autoregressive Models": it keeps, per layer, exactly the activations the next position needs and
+computes one "column" of the network per position, giving the same logits as the full forward pass.
+
+How the work is split (p = kernel_size // 2, C = channels, L = layers):
+
+- Vertical stack, once per finished row. Row r of a layer's vertical pre-activation needs rows
+  r-p..r of that layer's vertical input, so each layer keeps a ring of its last p+1 input rows,
+  (B, C, p+1, W+2p) with zero columns for the side padding. When row r is complete, a row-level
+  conv over the ring gives row r of every layer's pre-activation (B, 2C, W); gating it gives row r
+  of the next layer's vertical input. Because of the shift-down link, that row feeds the
+  horizontal stack of row r+1: we fold it right away into a per-layer "row term"
+  v_to_h(v_pre[r]) + biases + class embedding, (B, W, 2C), read at every position of row r+1.
+- Horizontal stack + head, once per position. Each layer keeps its horizontal input for the
+  current row, (B, W + pad, C) with zero left padding; the window of the last p+1 columns is a
+  strided view that flattens to (B, (p+1)*C) without a copy, so a layer is one addmm against the
+  conv weight reshaped once to ((p+1)*C, 2C), the gate, and one addmm for the residual 1x1. The
+  skip 1x1s of all layers are one addmm over the concatenated gate outputs (B, L*C).
+
+Random draws: both samplers draw u ~ U[0, 1) of shape (B,) per position from the same generator,
+in the same order, and pick codes by inverse CDF of softmax(logits / T) in float32 (``draw``), so
+with the same seed they return the same grids (up to float rounding differences in the logits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lesion_lightning.models.pixelcnn import GatedPixelCNN
+
+ProgressFn = Callable[[int, int], None]
+
+
+# ------------------------------------------------------------------------------------ helpers
+def _check_request(
+    model: GatedPixelCNN, batch_size: int, height: int, width: int, labels, temperature: float
+) -> torch.Tensor | None:
+    if not isinstance(model, GatedPixelCNN):
+        raise TypeError(f"sampling: model must be a GatedPixelCNN, got {type(model).__name__}")
+    for name, value in (("batch_size", batch_size), ("height", height), ("width", width)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"sampling: {name} must be a positive integer, got {value!r}")
+    if not isinstance(temperature, int | float) or not temperature > 0:
+        raise ValueError(
+            f"sampling: temperature must be a number > 0 (1.0 = the model's own distribution), got {temperature!r}"
+        )
+    return model.check_labels(labels, batch_size)
+
+
+def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Inverse-CDF draw: (B, K) logits and (B,) uniforms in [0, 1) -> (B,) code indices.
+
+    Shared by both samplers so equal logits and equal uniforms give equal codes.
+    """
+    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, K), float32 whatever the model dtype
+    cdf = probs.cumsum_(dim=-1)
+    # Target in (0, cdf[-1]]: using 1 - u and scaling by the total (which rounding leaves near, not at,
+    # 1) makes "the first code with cdf >= target" always exist and always have nonzero probability.
+    target = (1.0 - u).unsqueeze(-1) * cdf[:, -1:]  # (B, 1)
+    idx = torch.searchsorted(cdf, target).squeeze(-1)
+    return idx.clamp_(max=logits.shape[-1] - 1)  # only NaN logits could point past the end
+
+
+def _uniforms(batch_size: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
+    return torch.rand(batch_size, generator=generator, device=device)
+
+
+def _device(model: GatedPixelCNN) -> torch.device:
+    return model.embedding.weight.device
+
+
+# -------------------------------------------------------------------------------------- naive
+def naive_step(
+    model: GatedPixelCNN,
+    grid: torch.Tensor,
+    labels: torch.Tensor | None,
+    i: int,
+    j: int,
+    u: torch.Tensor,
+    temperature: float,
+) -> torch.Tensor:
+    """One naive position: a full forward pass over the whole grid, keep the logits at (i, j), draw."""
+    x = model.embedding(grid).permute(0, 3, 1, 2)  # (B, H, W) -> (B, C, H, W)
+    logits = model.logits_from_embeddings(x, labels)[:, :, i, j]  # (B, K)
+    return draw(logits, u, temperature)
+
+
+@torch.no_grad()
+def sample_naive(
+    model: GatedPixelCNN,
+    batch_size: int,
+    height: int,
+    width: int,
+    labels: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
+    """Reference sampler: H*W full forward passes. Exact but O((HW)^2); use for checks only."""
+    labels = _check_request(model, batch_size, height, width, labels, temperature)
+    device = _device(model)
+    grid = torch.zeros(batch_size, height, width, dtype=torch.long, device=device)
+    for i in range(height):
+        for j in range(width):
+            u = _uniforms(batch_size, generator, device)
+            grid[:, i, j] = naive_step(model, grid, labels, i, j, u, temperature)
+        if progress is not None:
+            progress(i + 1, height)
+    return grid
+
+
+# ------------------------------------------------------------------------------------- cached
+class IncrementalState:
+    """Caches and reshaped weights for evaluating a GatedPixelCNN one position at a time.
+
+    Usage, in raster order: for each row, ``logits_at(j)`` then ``commit(j, codes)`` for every
+    column, then ``finish_row()`` (skip it after the last row). Everything is allocated here,
+    once; the per-position methods only write into these buffers.
+    """
+
+    def __init__(
+        self, model: GatedPixelCNN, batch_size: int, width: int, labels: torch.Tensor | None
+    ) -> None:
+        B, W = batch_size, width
+        C, L, K = model.channels, model.num_layers, model.num_codes
+        p = model.kernel_size // 2
+        self.B, self.W, self.C, self.L, self.p = B, W, C, L, p
+        w0 = model.embedding.weight
+        dev, dt = w0.device, w0.dtype
+        zeros = dict(device=dev, dtype=dt)
+        layers = list(model.layers)
+
+        def mat(conv: torch.nn.Conv2d) -> torch.Tensor:  # 1x1 conv weight (out, in, 1, 1) -> (in, out)
+            return conv.weight[:, :, 0, 0].t().contiguous()
+
+        # --- weights, reshaped once
+        self.emb = w0.detach()
+        # h_conv weight (2C, C, 1, p+1) -> (p+1, C, 2C) -> ((p+1)*C, 2C): rows ordered (tap, channel),
+        # the layout of a flattened window of the (B, W, C) row buffer.
+        self.h_w = [
+            ly.h_conv.weight[:, :, 0, :].permute(2, 1, 0).reshape((p + 1) * C, 2 * C).contiguous()
+            for ly in layers
+        ]
+        self.v_w = [ly.v_conv.weight.detach() for ly in layers]
+        self.v_b = [ly.v_conv.bias.detach() for ly in layers]
+        self.v2h_w = [mat(ly.v_to_h) for ly in layers]
+        self.res_w = [mat(ly.h_res) for ly in layers[:-1]]
+        self.res_b = [ly.h_res.bias.detach() for ly in layers[:-1]]
+        self.skip_w = torch.cat([mat(ly.skip) for ly in layers], dim=0)  # (L*C, C)
+        self.skip_b = torch.stack([ly.skip.bias for ly in layers]).sum(0)  # (C,)
+        self.head_w1, self.head_b1 = mat(model.head[1]), model.head[1].bias.detach()
+        self.head_w2, self.head_b2 = mat(model.head[3]), model.head[3].bias.detach()
+
+        # Class embeddings (B, 2C) per layer; the vertical gate adds them per row, the horizontal
+        # one gets them through the row term.
+        if labels is not None:
+            self.cond = [ly.cond(labels) for ly in layers]
+        else:
+            self.cond = [torch.zeros(B, 2 * C, **zeros) for _ in layers]
+        # Constant part of the horizontal pre-activation: both biases + class embedding, (B, 1, 2C).
+        self.row_bias = [
+            (ly.h_conv.bias + ly.v_to_h.bias + c)[:, None, :] for ly, c in zip(layers, self.cond, strict=True)
+        ]
+
+        # --- caches
+        # Horizontal inputs of the current row. Layer 0 (mask A) reads columns j-p-1..j-1, so it has
+        # p+1 zero columns on the left; later layers read j-p..j and have p. Either way the window for
+        # column j is buffer[:, j:j+p+1].
+        self.h_buf = [torch.zeros(B, W + (p + 1 if li == 0 else p), C, **zeros) for li in range(L)]
+        # Vertical inputs: the last p+1 rows, channels first for conv2d, p zero columns each side.
+        self.v_ring = [torch.zeros(B, C, p + 1, W + 2 * p, **zeros) for _ in range(L)]
+        # Row term for the current row; row 0 sees the zero row that the shift brings in, so only
+        # the biases remain there.
+        self.row_term = [rb.expand(B, W, 2 * C).clone() for rb in self.row_bias]
+        self.pre = torch.empty(B, 2 * C, **zeros)
+        self.t = torch.empty(B, C, **zeros)
+        self.s = torch.empty(B, C, **zeros)
+        self.g_all = torch.empty(B, L * C, **zeros)  # gate outputs of every layer, for the fused skip
+        self.skip = torch.empty(B, C, **zeros)
+        self.hidden = torch.empty(B, model.out_hidden, **zeros)
+        self.logits = torch.empty(B, K, **zeros)
+
+        # Per-position views, built once per call so the hot loop does no slicing.
+        self.win = [[buf[:, j : j + p + 1].view(B, (p + 1) * C) for j in range(W)] for buf in self.h_buf]
+        self.rt = [[rt[:, j] for j in range(W)] for rt in self.row_term]
+        # Where layer l writes its output h for column j: the next layer's buffer at column j.
+        self.h_out = [[self.h_buf[li + 1][:, j + p] for j in range(W)] for li in range(L - 1)]
+        self.emb_dst = [self.h_buf[0][:, j + p + 1] for j in range(W)]
+        self.g = [self.g_all[:, li * C : (li + 1) * C] for li in range(L)]
+        self.pre_a, self.pre_b = self.pre[:, :C], self.pre[:, C:]
+
+    def logits_at(self, j: int) -> torch.Tensor:
+        """Logits (B, K) at column j of the current row; valid until the next call."""
+        last = self.L - 1
+        for li in range(self.L):
+            torch.addmm(self.rt[li][j], self.win[li][j], self.h_w[li], out=self.pre)
+            g = self.g[li]
+            torch.tanh(self.pre_a, out=self.t)
+            torch.sigmoid(self.pre_b, out=self.s)
+            torch.mul(self.t, self.s, out=g)
+            if li < last:
+                dst = self.h_out[li][j]
+                torch.addmm(self.res_b[li], g, self.res_w[li], out=dst)
+                if li > 0:  # residual; layer 0's input is the code being predicted, no residual there
+                    dst.add_(self.h_out[li - 1][j])
+        torch.addmm(self.skip_b, self.g_all, self.skip_w, out=self.skip)
+        self.skip.relu_()
+        torch.addmm(self.head_b1, self.skip, self.head_w1, out=self.hidden)
+        self.hidden.relu_()
+        return torch.addmm(self.head_b2, self.hidden, self.head_w2, out=self.logits)
+
+    def commit(self, j: int, codes: torch.Tensor) -> None:
+        """Record the (B,) codes chosen at column j: they are layer 0's horizontal input from j+1 on."""
+        self.emb_dst[j].copy_(self.emb[codes])
+
+    def finish_row(self) -> None:
+        """The current row is complete: run the vertical stack on it and prepare the next row's row terms."""
+        p, W = self.p, self.W
+        v_in = self.h_buf[0][:, p + 1 :].transpose(1, 2)  # the row's code embeddings, (B, W, C) -> (B, C, W)
+        for li in range(self.L):
+            ring = self.v_ring[li]
+            ring[:, :, :p].copy_(ring[:, :, 1:].clone())  # drop the oldest row
+            ring[:, :, p, p : p + W].copy_(v_in)
+            v_pre = F.conv2d(ring, self.v_w[li], self.v_b[li])[:, :, 0]  # (B, 2C, W)
+            # The shift down: this row's pre-activation feeds the horizontal stack of the next row.
+            torch.matmul(v_pre.transpose(1, 2), self.v2h_w[li], out=self.row_term[li])  # (B, W, 2C)
+            self.row_term[li].add_(self.row_bias[li])
+            if li < self.L - 1:
+                v_in = torch.tanh(v_pre[:, : self.C] + self.cond[li][:, : self.C, None]) * torch.sigmoid(
+                    v_pre[:, self.C :] + self.cond[li][:, self.C :, None]
+                )  # (B, C, W)
+
+
+def _cached_run(
+    model: GatedPixelCNN,
+    batch_size: int,
+    height: int,
+    width: int,
+    labels: torch.Tensor | None,
+    choose: Callable[[int, int, torch.Tensor], torch.Tensor],
+    progress: ProgressFn | None,
+) -> torch.Tensor:
+    """Drive IncrementalState in raster order; ``choose(i, j, logits)`` returns the (B,) codes at (i, j)."""
+    state = IncrementalState(model, batch_size, width, labels)
+    grid = torch.empty(batch_size, height, width, dtype=torch.long, device=_device(model))
+    for i in range(height):
+        row = grid[:, i]
+        for j in range(width):
+            codes = choose(i, j, state.logits_at(j))
+            row[:, j] = codes
+            state.commit(j, codes)
+        if i < height - 1:
+            state.finish_row()
+        if progress is not None:
+            progress(i + 1, height)
+    return grid
+
+
+@torch.no_grad()
+def sample_cached(
+    model: GatedPixelCNN,
+    batch_size: int,
+    height: int,
+    width: int,
+    labels: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: ProgressFn | None = None,
+) -> torch.Tensor:
+    """Fast exact sampler: cached activations, one network column per position. Returns (B, H, W) long."""
+    labels = _check_request(model, batch_size, height, width, labels, temperature)
+    device = _device(model)
+
+    def choose(i: int, j: int, logits: torch.Tensor) -> torch.Tensor:
+        return draw(logits, _uniforms(batch_size, generator, device), temperature)
+
+    # inference_mode trims per-op bookkeeping; clone outside it so callers get an ordinary tensor.
+    with torch.inference_mode():
+        grid = _cached_run(model, batch_size, height, width, labels, choose, progress)
+    return grid.clone()
+
+
+@torch.no_grad()
+def cached_logits_for_grid(
+    model: GatedPixelCNN, indices: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Teacher-forced run of the cached machinery over a given grid: (B, H, W) -> (B, K, H, W) logits.
+
+    Must equal model(indices, labels); this is how the tests check the sampler's exactness.
+    """
+    model.check_indices(indices)
+    B, H, W = indices.shape
+    labels = model.check_labels(labels, B)
+    out = torch.empty(B, model.num_codes, H, W, device=indices.device, dtype=model.embedding.weight.dtype)
+
+    def choose(i: int, j: int, logits: torch.Tensor) -> torch.Tensor:
+        out[:, :, i, j] = logits
+        return indices[:, i, j]
+
+    _cached_run(model, B, H, W, labels, choose, None)
+    return out
+
+
+SAMPLERS = {"naive": sample_naive, "cached": sample_cached}
+
+
+def sample(
+    model: GatedPixelCNN,
+    batch_size: int,
+    height: int,
+    width: int,
+    labels: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+    progress: ProgressFn | None = None,
+    method: str = "cached",
+) -> torch.Tensor:
+    """Sample (B, H, W) code grids with ``method`` = "cached" (default, fast) or "naive" (reference)."""
+    if method not in SAMPLERS:
+        raise ValueError(f"sampling: unknown method {method!r}; choose one of {sorted(SAMPLERS)}")
+    return SAMPLERS[method](
+        model,
+        batch_size,
+        height,
+        width,
+        labels=labels,
+        temperature=temperature,
+        generator=generator,
+        progress=progress,
+    )

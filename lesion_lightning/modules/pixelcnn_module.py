@@ -1,0 +1,111 @@
+"""Stage 2: the Gated PixelCNN prior over code grids, as a thin LightningModule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
+from torchmetrics.classification import MulticlassAccuracy
+
+from lesion_lightning.models.pixelcnn import GatedPixelCNN
+from lesion_lightning.modules.optim import adam_with_schedule
+
+
+class PixelCNNModule(L.LightningModule):
+    """Cross-entropy over the K codes at every grid position.
+
+    Logs `{stage}/loss` (nats per position), `{stage}/bits_per_dim` (loss / ln 2) and
+    `{stage}/accuracy` (top-1 code). Records which VQ-VAE produced its training indices
+    (`vqvae_ckpt`, `vqvae_fingerprint`) so sample/evaluate can refuse a mismatched pair.
+    """
+
+    def __init__(self, net: dict, lr: float = 3e-4, weight_decay: float = 0.0, scheduler: str | None = "cosine",
+                 warmup_steps: int = 0, num_log_samples: int = 4, sample_temperature: float = 1.0,
+                 compile: bool = False, vqvae_ckpt: str | None = None, vqvae_fingerprint: str | None = None,
+                 class_names: list[str] | None = None, grid_size: list[int] | None = None,
+                 index_dataset: str | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if net.get("num_codes") is None:
+            raise ValueError("model.net.num_codes is not set: train with data=indices data.root=<encode output> "
+                             "(it fills the codebook size) or set it explicitly")
+        net = {**net, "num_classes": net.get("num_classes") or 0}
+        self.net = GatedPixelCNN(**net)
+        if compile:
+            self.net.compile()
+        k = self.net.num_codes
+        self.accuracy = torch.nn.ModuleDict(
+            {f"{s}_acc": MulticlassAccuracy(num_classes=k, average="micro") for s in ("train", "val", "test")})
+        # decoder for logged samples, loaded lazily; kept in a dict so it is no submodule and never saved
+        self._aux: dict = {}
+
+    @property
+    def conditional(self) -> bool:
+        return self.net.num_classes > 0
+
+    def forward(self, indices: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(indices, labels if self.conditional else None)
+
+    def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
+        indices = batch["indices"]
+        logits = self(indices, batch.get("label"))
+        # (B, K, H, W) logits straight into cross-entropy: no (B*H*W, K) copy
+        loss = F.cross_entropy(logits.float(), indices)
+        on_step = stage == "train"
+        kw = {"on_step": on_step, "on_epoch": True, "sync_dist": not on_step, "batch_size": indices.size(0)}
+        self.log(f"{stage}/loss", loss, prog_bar=True, **kw)
+        self.log(f"{stage}/bits_per_dim", loss / math.log(2), prog_bar=stage != "train", **kw)
+        accuracy = self.accuracy[f"{stage}_acc"]
+        accuracy(logits.detach(), indices)
+        self.log(f"{stage}/accuracy", accuracy, on_step=False, on_epoch=True,
+                 batch_size=indices.size(0))
+        return loss
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")
+
+    def configure_optimizers(self):
+        h = self.hparams
+        return adam_with_schedule(self.parameters(), h.lr, h.weight_decay, h.scheduler, h.warmup_steps,
+                                  self.trainer.estimated_stepping_batches)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["lesion_lightning"] = {"module": type(self).__name__}
+
+    # ------------------------------------------------------------------ samples for the image logger
+    def _decoder(self):
+        if "vqvae" not in self._aux:
+            path = self.hparams.vqvae_ckpt
+            if not path or not Path(path).is_file():
+                rank_zero_warn(f"PixelCNN sample images skipped: VQ-VAE checkpoint {path!r} not found")
+                self._aux["vqvae"] = None
+            else:
+                from lesion_lightning.utils.checkpoints import load_vqvae
+
+                self._aux["vqvae"] = load_vqvae(path, device=self.device).requires_grad_(False)
+        return self._aux["vqvae"]
+
+    @torch.no_grad()
+    def images_for_logging(self, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
+        """Decoded samples from a fixed seed (one per class when conditional), comparable across epochs."""
+        vqvae = self._decoder()
+        if vqvae is None:
+            return {}
+        n = self.hparams.num_log_samples
+        h, w = batch["indices"].shape[-2:]
+        labels = (torch.arange(n, device=self.device) % self.net.num_classes) if self.conditional else None
+        g = torch.Generator(device=self.device).manual_seed(0)
+        grids = self.net.generate(n, h, w, labels=labels, temperature=self.hparams.sample_temperature,
+                                  generator=g)
+        images = vqvae.to(self.device).net.decode_indices(grids).clamp(0, 1)
+        return {"samples": (images, n)}

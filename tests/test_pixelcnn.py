@@ -1,0 +1,159 @@
+"""GatedPixelCNN: shapes, causality and the absence of a blind spot (via gradients), conditioning, validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lesion_lightning.models import pixelcnn
+from lesion_lightning.models.pixelcnn import GatedPixelCNN
+
+K = 5
+
+
+def make_model(num_layers: int = 2, kernel_size: int = 3, num_classes: int = 0, channels: int = 12) -> GatedPixelCNN:
+    torch.manual_seed(0)
+    return GatedPixelCNN(K, channels, num_layers, kernel_size, num_classes, out_hidden=16)
+
+
+def expected_context(height: int, width: int, i: int, j: int, num_layers: int, kernel_size: int) -> torch.Tensor:
+    """Receptive field of the output at (i, j), as a (H, W) bool mask.
+
+    With r = num_layers * (kernel_size // 2): rows i-1-r..i-1 over columns j-r..j+r (the vertical
+    stack, shifted down one row, each layer widening by k//2 rows and columns), plus row i over
+    columns j-1-r..j-1 (the horizontal stack; mask A excludes column j itself).
+    """
+    r = num_layers * (kernel_size // 2)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[max(0, i - 1 - r) : i, max(0, j - r) : j + r + 1] = True
+    mask[i, max(0, j - 1 - r) : j] = True
+    return mask
+
+
+def dependency_masks(model: GatedPixelCNN, height: int, width: int, labels=None) -> torch.Tensor:
+    """(H, W, H, W) bool: [i, j] = which input positions the logits at (i, j) have a nonzero gradient for."""
+    g = torch.Generator().manual_seed(1)
+    batch = 2 if labels is None else labels.shape[0]
+    indices = torch.randint(0, K, (batch, height, width), generator=g)
+    # A float leaf standing in for the embedding output, so gradients per input position exist.
+    x = model.embedding(indices).permute(0, 3, 1, 2).detach().requires_grad_(True)  # (B, C, H, W)
+    logits = model.logits_from_embeddings(x, labels)  # (B, K, H, W)
+    deps = torch.zeros(height, width, height, width, dtype=torch.bool)
+    for i in range(height):
+        for j in range(width):
+            (grad,) = torch.autograd.grad(logits[:, :, i, j].sum(), x, retain_graph=True)
+            deps[i, j] = grad.abs().sum(dim=(0, 1)) > 0
+    return deps
+
+
+def context_errors(model: GatedPixelCNN, height: int, width: int, labels=None) -> list[str]:
+    """Every position whose dependencies differ from the exact receptive field, described."""
+    deps = dependency_masks(model, height, width, labels)
+    errors = []
+    for i in range(height):
+        for j in range(width):
+            want = expected_context(height, width, i, j, model.num_layers, model.kernel_size)
+            got = deps[i, j]
+            future = got.flatten()[i * width + j :].nonzero().flatten().tolist()
+            missing = (want & ~got).nonzero().tolist()
+            extra = (got & ~want).nonzero().tolist()
+            if future or missing or extra:
+                errors.append(f"({i},{j}): future inputs {future}, blind to {missing}, outside field {extra}")
+    return errors
+
+
+@pytest.mark.parametrize("num_classes", [0, 3])
+@pytest.mark.parametrize("kernel_size", [3, 5])
+@pytest.mark.parametrize("num_layers", [1, 2, 4])
+def test_causal_and_no_blind_spot(num_layers: int, kernel_size: int, num_classes: int) -> None:
+    model = make_model(num_layers, kernel_size, num_classes)
+    labels = torch.tensor([0, 2]) if num_classes else None
+    errors = context_errors(model, 6, 7, labels)
+    assert not errors, "\n".join(errors[:5])
+
+
+def test_causal_on_wide_grid() -> None:
+    # Non-square with W > the field's width: positions far right must not leak into the row below.
+    model = make_model(num_layers=2, kernel_size=3)
+    errors = context_errors(model, 3, 11)
+    assert not errors, "\n".join(errors[:5])
+
+
+def test_check_detects_a_future_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the shift down, the horizontal stack sees the vertical stack's current row: columns > j.
+    monkeypatch.setattr(pixelcnn, "shift_down", lambda v: v)
+    errors = context_errors(make_model(num_layers=2), 4, 5)
+    assert any("future inputs []" not in e for e in errors)
+
+
+def test_check_detects_a_blind_spot(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shifting two rows (a strictly-above vertical stack, then the shift again) hides row i-1.
+    monkeypatch.setattr(pixelcnn, "shift_down", lambda v: F.pad(v, (0, 0, 2, -2)))
+    errors = context_errors(make_model(num_layers=2), 4, 5)
+    assert errors and all("future inputs []" in e for e in errors)  # causal, but blind
+    assert any("blind to []" not in e for e in errors)
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (3, 8), (8, 3), (1, 4), (4, 1)])
+def test_logits_shape(shape: tuple[int, int]) -> None:
+    model = make_model()
+    indices = torch.randint(0, K, (2, *shape))
+    logits = model(indices)
+    assert logits.shape == (2, K, *shape)
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    # Works as a cross-entropy input directly.
+    F.cross_entropy(logits, indices).backward()
+
+
+def test_no_normalization_and_batch_independence() -> None:
+    model = make_model(num_layers=3)
+    norms = (torch.nn.modules.batchnorm._NormBase, torch.nn.GroupNorm, torch.nn.LayerNorm)
+    assert not [m for m in model.modules() if isinstance(m, norms)]
+    indices = torch.randint(0, K, (2, 4, 5))
+    other = indices.clone()
+    other[1] = (other[1] + 1) % K
+    model.train()
+    torch.testing.assert_close(model(indices)[0], model(other)[0], rtol=0, atol=0)
+
+
+def test_conditioning_changes_logits_per_sample() -> None:
+    model = make_model(num_layers=2, num_classes=3)
+    indices = torch.randint(0, K, (2, 4, 5))
+    a = model(indices, torch.tensor([0, 1]))
+    b = model(indices, torch.tensor([2, 1]))
+    assert (a[0] - b[0]).abs().max() > 1e-4  # the label reaches the logits...
+    torch.testing.assert_close(a[1], b[1], rtol=0, atol=0)  # ...of its own sample only
+    # Even the first position (no context at all) depends on the label.
+    assert (a[0, :, 0, 0] - b[0, :, 0, 0]).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("kernel_size", [1, 2, 4, 0, 3.0])
+def test_bad_kernel_size(kernel_size) -> None:
+    with pytest.raises(ValueError, match="kernel_size must be an odd integer >= 3"):
+        GatedPixelCNN(K, 8, 2, kernel_size)
+
+
+def test_bad_indices() -> None:
+    model = make_model()
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 5\)"):
+        model(torch.full((1, 3, 3), K))
+    with pytest.raises(ValueError, match=r"indices must lie in \[0, 5\)"):
+        model(torch.full((1, 3, 3), -1))
+    with pytest.raises(ValueError, match="integer tensor"):
+        model(torch.zeros(1, 3, 3))
+    with pytest.raises(ValueError, match=r"\(B, H, W\)"):
+        model(torch.zeros(3, 3, dtype=torch.long))
+
+
+def test_label_validation() -> None:
+    cond = make_model(num_classes=3)
+    indices = torch.zeros(2, 3, 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="class-conditional.*pass labels"):
+        cond(indices)
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\)"):
+        cond(indices, torch.tensor([0, 3]))
+    with pytest.raises(ValueError, match=r"labels must have shape \(2,\)"):
+        cond(indices, torch.tensor([0]))
+    with pytest.raises(ValueError, match="unconditional"):
+        make_model()(indices, torch.tensor([0, 1]))

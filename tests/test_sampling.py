@@ -1,0 +1,129 @@
+"""Samplers: the cached sampler is exact (same logits as the full forward pass), naive and cached draw
+the same grids for the same seed, and the draw itself follows softmax(logits / T)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lesion_lightning.models.pixelcnn import GatedPixelCNN
+from lesion_lightning.models.sampling import cached_logits_for_grid, draw, sample, sample_cached, sample_naive
+
+K = 16
+
+
+@pytest.fixture(autouse=True)
+def no_tf32():
+    """Exactness is checked in true float32; TF32 matmuls (GPU) would need a looser tolerance."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def make_model(num_layers: int = 2, kernel_size: int = 3, num_classes: int = 0, channels: int = 12) -> GatedPixelCNN:
+    torch.manual_seed(0)
+    return GatedPixelCNN(K, channels, num_layers, kernel_size, num_classes).eval()
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize(
+    ("num_layers", "kernel_size", "height", "width", "num_classes"),
+    [
+        (1, 3, 6, 7, 0),
+        (3, 3, 6, 7, 3),
+        (1, 5, 5, 8, 0),
+        (3, 5, 7, 4, 2),
+        (2, 7, 4, 9, 0),
+        (2, 3, 1, 6, 0),
+        (2, 3, 5, 1, 2),
+    ],
+)
+def test_cached_logits_equal_full_forward(num_layers, kernel_size, height, width, num_classes) -> None:
+    model = make_model(num_layers, kernel_size, num_classes)
+    indices = torch.randint(0, K, (3, height, width), generator=gen(1))
+    labels = torch.tensor([0, 1, 1]) if num_classes else None
+    full = model(indices, labels)
+    cached = cached_logits_for_grid(model, indices, labels)
+    torch.testing.assert_close(cached, full, rtol=1e-5, atol=1e-5)
+    # Not vacuous: the logits vary over positions and grids.
+    assert full.std(dim=(2, 3)).min() > 1e-4
+
+
+@pytest.mark.parametrize(("num_classes", "temperature"), [(0, 1.0), (3, 1.0), (0, 0.6), (2, 1.7)])
+def test_naive_and_cached_draw_the_same_grids(num_classes: int, temperature: float) -> None:
+    model = make_model(num_layers=3, num_classes=num_classes)
+    labels = torch.tensor([0, 1, 1]) if num_classes else None
+    kwargs = dict(labels=labels, temperature=temperature)
+    naive = sample_naive(model, 3, 4, 5, generator=gen(7), **kwargs)
+    cached = sample_cached(model, 3, 4, 5, generator=gen(7), **kwargs)
+    assert torch.equal(naive, cached)
+    assert cached.dtype == torch.long and cached.shape == (3, 4, 5)
+    assert int(cached.min()) >= 0 and int(cached.max()) < K
+    assert not cached.is_inference()  # usable as a normal tensor (e.g. fed back into training)
+
+
+def test_seeds() -> None:
+    model = make_model()
+    a = sample_cached(model, 2, 5, 6, generator=gen(1))
+    b = sample_cached(model, 2, 5, 6, generator=gen(1))
+    c = sample_cached(model, 2, 5, 6, generator=gen(2))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert not torch.equal(a[0], a[1])  # the batch elements draw independently
+
+
+def test_low_temperature_is_greedy() -> None:
+    model = make_model(num_layers=2)
+    grid = sample_cached(model, 2, 4, 5, temperature=1e-4, generator=gen(3))
+    # Each drawn code is the argmax of the model's logits given the codes before it.
+    assert torch.equal(grid, model(grid).argmax(dim=1))
+
+
+def test_draw_follows_softmax() -> None:
+    logits = torch.tensor([[0.0, 1.0, -1.0, 2.0, float("-inf")]])
+    n = 200_000
+    u = torch.rand(n, generator=gen(0))
+    for temperature in (1.0, 0.5):
+        codes = draw(logits.expand(n, -1), u, temperature)
+        freq = torch.bincount(codes, minlength=5).float() / n
+        torch.testing.assert_close(freq, torch.softmax(logits[0] / temperature, -1), rtol=0, atol=5e-3)
+    # The extremes of u stay in range and never pick a zero-probability code, first or last.
+    u_max = torch.nextafter(torch.tensor(1.0), torch.tensor(0.0))
+    edges = torch.stack([torch.tensor(0.0), u_max])
+    assert draw(logits.expand(2, -1), edges, 1.0).tolist() == [3, 0]
+    masked = torch.tensor([[float("-inf"), 0.0, 1.0, float("-inf")]]).expand(2, -1)
+    assert draw(masked, edges, 1.0).tolist() == [2, 1]
+
+
+def test_progress_is_called_after_each_row() -> None:
+    model = make_model(num_layers=1)
+    for sampler in (sample_naive, sample_cached):
+        calls = []
+        sampler(model, 1, 3, 4, progress=lambda done, total, calls=calls: calls.append((done, total)))
+        assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+@pytest.mark.parametrize("temperature", [0.0, -1.0, float("nan")])
+def test_bad_temperature(temperature: float) -> None:
+    for sampler in (sample_naive, sample_cached):
+        with pytest.raises(ValueError, match="temperature must be a number > 0"):
+            sampler(make_model(num_layers=1), 1, 2, 2, temperature=temperature)
+
+
+def test_dispatch_and_generate() -> None:
+    model = make_model(num_classes=2)
+    labels = torch.tensor([1, 0])
+    ref = sample_naive(model, 2, 3, 4, labels=labels, generator=gen(5))
+    assert torch.equal(sample(model, 2, 3, 4, labels=labels, generator=gen(5)), ref)
+    assert torch.equal(model.generate(2, 3, 4, labels=labels, generator=gen(5), method="naive"), ref)
+    with pytest.raises(ValueError, match="unknown method 'beam'"):
+        sample(model, 2, 3, 4, labels=labels, method="beam")
+    with pytest.raises(ValueError, match="pass labels"):
+        model.generate(2, 3, 4)
+    with pytest.raises(ValueError, match="height must be a positive integer"):
+        model.generate(2, 0, 4, labels=labels)
