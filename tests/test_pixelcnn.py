@@ -12,12 +12,16 @@ from lesion_lightning.models.pixelcnn import GatedPixelCNN
 K = 5
 
 
-def make_model(num_layers: int = 2, kernel_size: int = 3, num_classes: int = 0, channels: int = 12) -> GatedPixelCNN:
+def make_model(
+    num_layers: int = 2, kernel_size: int = 3, num_classes: int = 0, channels: int = 12
+) -> GatedPixelCNN:
     torch.manual_seed(0)
     return GatedPixelCNN(K, channels, num_layers, kernel_size, num_classes, out_hidden=16)
 
 
-def expected_context(height: int, width: int, i: int, j: int, num_layers: int, kernel_size: int) -> torch.Tensor:
+def expected_context(
+    height: int, width: int, i: int, j: int, num_layers: int, kernel_size: int
+) -> torch.Tensor:
     """Receptive field of the output at (i, j), as a (H, W) bool mask.
 
     With r = num_layers * (kernel_size // 2): rows i-1-r..i-1 over columns j-r..j+r (the vertical
@@ -157,3 +161,13 @@ def test_label_validation() -> None:
         cond(indices, torch.tensor([0]))
     with pytest.raises(ValueError, match="unconditional"):
         make_model()(indices, torch.tensor([0, 1]))
+
+
+@pytest.mark.parametrize("num_classes", [0, 3])
+def test_every_parameter_gets_a_gradient(num_classes: int) -> None:
+    # DDP (find_unused_parameters=False) fails on parameters that never receive a gradient.
+    model = make_model(num_layers=3, num_classes=num_classes)
+    indices = torch.randint(0, K, (2, 4, 5))
+    labels = torch.tensor([0, 2]) if num_classes else None
+    F.cross_entropy(model(indices, labels), indices).backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []

@@ -22,7 +22,9 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def make_model(num_layers: int = 2, kernel_size: int = 3, num_classes: int = 0, channels: int = 12) -> GatedPixelCNN:
+def make_model(
+    num_layers: int = 2, kernel_size: int = 3, num_classes: int = 0, channels: int = 12
+) -> GatedPixelCNN:
     torch.manual_seed(0)
     return GatedPixelCNN(K, channels, num_layers, kernel_size, num_classes).eval()
 

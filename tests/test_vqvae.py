@@ -117,16 +117,16 @@ def test_a_few_optimizer_steps_reduce_the_loss() -> None:
     torch.manual_seed(0)
     model = VQVAE(num_downsamples=2, **TINY)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x = _images(batch=4)
+    x = _images(batch=2)
     losses = []
-    for _ in range(30):
+    for _ in range(20):
         out = model(x)
         loss = F.mse_loss(out.recon, x) + out.vq_loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
-    assert losses[-1] < 0.5 * losses[0]
+    assert losses[-1] < 0.6 * losses[0]  # ~0.37 over seeds 0-3
 
 
 def test_bf16_autocast_forward_runs_with_float32_losses() -> None:

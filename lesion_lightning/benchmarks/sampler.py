@@ -10,12 +10,16 @@ H*W positions and divide by the batch size.
   callback (each timed row includes the vertical-stack update it triggers), stopped after
   ``warmup + cached_rows`` rows. Per-position cost does not depend on the grid height.
 
+Both sides report the median over their timed passes / rows, which shrugs off load spikes from other
+processes on a shared machine.
+
 Run it through `python -m lesion_lightning.bench sampler`, or directly:
 `python -m lesion_lightning.benchmarks.sampler [path/to/sampler.yaml]`.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -82,23 +86,25 @@ def _model_specs(cfg: DictConfig) -> list[tuple[str, dict, list[int]]]:
 
 
 def _time_naive(model, grid: torch.Tensor, labels, positions: int, warmup: int, device) -> float:
-    """Seconds per naive position (one full forward pass + draw), averaged over ``positions``."""
+    """Seconds per naive position (one full forward pass + draw): median over ``positions`` passes."""
     B, H, W = grid.shape
     gen = torch.Generator(device=device).manual_seed(0)
     i, j = H // 2, W // 2
+    times = []
     with torch.inference_mode():
-        for _ in range(warmup):
-            naive_step(model, grid, labels, i, j, torch.rand(B, generator=gen, device=device), 1.0)
-        _sync(device)
-        start = time.perf_counter()
-        for _ in range(positions):
-            naive_step(model, grid, labels, i, j, torch.rand(B, generator=gen, device=device), 1.0)
-        _sync(device)
-    return (time.perf_counter() - start) / positions
+        for n in range(warmup + positions):
+            u = torch.rand(B, generator=gen, device=device)
+            _sync(device)
+            start = time.perf_counter()
+            naive_step(model, grid, labels, i, j, u, 1.0)
+            _sync(device)
+            if n >= warmup:
+                times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 def _time_cached(model, batch: int, width: int, labels, rows: int, warmup: int, device) -> float:
-    """Seconds per cached position, from row timestamps of a real sample_cached call."""
+    """Seconds per cached position: median row time of a real sample_cached call, over the row width."""
     stamps: list[float] = []
     stop_after = warmup + rows
 
@@ -116,7 +122,8 @@ def _time_cached(model, batch: int, width: int, labels, rows: int, warmup: int, 
         sample_cached(model, batch, stop_after + 1, width, labels=labels, generator=gen, progress=progress)
     except _StopSampling:
         pass
-    return (stamps[stop_after] - stamps[warmup]) / (rows * width)
+    row_times = [b - a for a, b in zip(stamps[warmup:-1], stamps[warmup + 1 :], strict=True)]
+    return statistics.median(row_times) / width
 
 
 def run(cfg: DictConfig) -> dict:

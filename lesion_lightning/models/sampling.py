@@ -123,6 +123,7 @@ class IncrementalState:
     once; the per-position methods only write into these buffers.
     """
 
+    @torch.no_grad()
     def __init__(
         self, model: GatedPixelCNN, batch_size: int, width: int, labels: torch.Tensor | None
     ) -> None:

@@ -1,0 +1,195 @@
+"""Data-loading throughput: the resized uint8 cache vs decoding + resizing the source JPEG every time.
+
+The bench writes ``num_images`` large JPEGs (``source_size``, like real ISIC photographs) in the
+ISIC Archive layout into a temporary folder, builds the cache through the real
+``LesionDataModule.prepare_data`` (timed too), then times DataLoaders over, for each worker count:
+
+- ``cache``: the datamodule's train split (memory-mapped cache, same augmentation and normalization);
+- ``jpeg``: a Dataset that opens the source JPEG, decodes it in full and resizes it every time
+  (what a loader without a cache does), then the same augmentation and normalization;
+- ``jpeg_draft`` (optional): the same, but decoding at a reduced JPEG DCT scale first (the trick the
+  cache build itself uses), i.e. the best a cache-less loader can do with PIL.
+
+All rows are measured in the same run; ``ratios`` are cache / jpeg per worker count. Samples are drawn
+at random (with repeats when more are timed than exist), after ``warmup_batches`` untimed batches.
+
+Run it with ``python -m lesion_lightning.bench data`` or ``python -m lesion_lightning.benchmarks.data``.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image, ImageOps
+from torch.utils.data import DataLoader, Dataset, RandomSampler
+
+from lesion_lightning.data.cache import _resize, _to_rgb, load_rgb
+from lesion_lightning.data.datamodule import LesionDataModule
+from lesion_lightning.data.transforms import ImageTransform, build_augment
+
+CONFIG = "conf/bench/data.yaml"
+REPO = Path(__file__).resolve().parents[2]
+SOURCES = ("cache", "jpeg", "jpeg_draft")
+
+
+def write_sources(root: Path, num_images: int, size: tuple[int, int], quality: int, seed: int) -> list[Path]:
+    """Large photo-like JPEGs (smooth colour fields + sensor-like noise) and an ISIC metadata.csv."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    w, h = size
+    paths, rows = [], []
+    for i in range(num_images):
+        coarse = rng.integers(40, 230, (max(2, h // 40), max(2, w // 40), 3), dtype=np.uint8)
+        smooth = np.asarray(Image.fromarray(coarse).resize((w, h), Image.Resampling.BICUBIC), dtype=np.int16)
+        noisy = np.clip(smooth + rng.normal(0, 6, smooth.shape), 0, 255).astype(np.uint8)
+        path = root / f"ISIC_{i:07d}.jpg"
+        Image.fromarray(noisy).save(path, quality=quality)
+        paths.append(path)
+        rows.append([path.stem, "melanoma" if i % 2 else "nevus"])
+    with open(root / "metadata.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["isic_id", "diagnosis"])
+        writer.writerows(rows)
+    return paths
+
+
+def decode_full(path: Path, image_size: int, resize: str) -> np.ndarray:
+    """Open, fully decode, EXIF-rotate, convert and resize: the per-epoch cost without a cache."""
+    with Image.open(path) as img:
+        img.load()
+        img = _to_rgb(ImageOps.exif_transpose(img))
+        return np.asarray(_resize(img, image_size, resize), dtype=np.uint8)
+
+
+class JpegDataset(Dataset):
+    """Decodes + resizes the source image on every access; items like the datamodule's."""
+
+    def __init__(
+        self, paths: list[Path], image_size: int, resize: str, transform: ImageTransform, draft: bool
+    ):
+        self.paths, self.image_size, self.resize = paths, image_size, resize
+        self.transform, self.draft = transform, draft
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if self.draft:
+            image = load_rgb(self.paths[i], self.image_size, self.resize, min_image_size=1)
+        else:
+            image = decode_full(self.paths[i], self.image_size, self.resize)
+        return {"image": self.transform(image), "label": torch.tensor(i % 2), "index": torch.tensor(i)}
+
+
+def time_loader(
+    dataset: Dataset, batch_size: int, workers: int, batches: int, warmup: int, seed: int
+) -> tuple[float, float]:
+    """(images per second, seconds) over ``batches`` batches after ``warmup`` untimed ones."""
+    total = (batches + warmup) * batch_size
+    sampler = RandomSampler(dataset, num_samples=total, generator=torch.Generator().manual_seed(seed))
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True)
+    it = iter(loader)
+    for _ in range(warmup):  # includes worker start-up and the first prefetches
+        next(it)
+    n, start = 0, time.perf_counter()
+    for _ in range(batches):
+        n += len(next(it)["image"])
+    seconds = time.perf_counter() - start
+    del it
+    return n / seconds, seconds
+
+
+def _augment_config(cfg: DictConfig) -> dict[str, Any] | None:
+    if not cfg.get("augment", True):
+        return None
+    path = Path(cfg.get("augment_config", "conf/data/augment/report.yaml"))
+    if not path.is_absolute():
+        path = REPO / path
+    if not path.is_file():
+        raise SystemExit(f"{CONFIG}: augment_config {path} not found")
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def run(cfg: DictConfig) -> dict:
+    """Measure every (source, workers) row in one run; see the module docstring."""
+    num_images = int(cfg.num_images)
+    source_size = tuple(int(v) for v in cfg.source_size)
+    image_size, batch_size = int(cfg.image_size), int(cfg.batch_size)
+    workers_list = [int(w) for w in cfg.workers]
+    batches, warmup = int(cfg.batches), int(cfg.get("warmup_batches", 2))
+    resize, seed = str(cfg.get("resize", "squash")), int(cfg.get("seed", 0))
+    sources = [s for s in cfg.get("sources", SOURCES)]
+    unknown = set(sources) - set(SOURCES)
+    if unknown or len(source_size) != 2:
+        raise SystemExit(f"{CONFIG}: sources must be among {SOURCES} and source_size [width, height]")
+    if cfg.get("threads") is not None:
+        torch.set_num_threads(int(cfg.threads))
+    augment = _augment_config(cfg)
+
+    with tempfile.TemporaryDirectory(prefix="lesion_bench_data_") as tmp:
+        root = Path(tmp) / "isic"
+        start = time.perf_counter()
+        paths = write_sources(root, num_images, source_size, int(cfg.get("jpeg_quality", 90)), seed)
+        write_s = time.perf_counter() - start
+        dm = LesionDataModule(
+            str(root), image_size=image_size, resize=resize, batch_size=batch_size, augment=augment,
+            val_fraction=0.0, test_fraction=0.0, cache_workers=cfg.get("cache_workers"),
+        )  # fmt: skip
+        start = time.perf_counter()
+        dm.prepare_data()
+        build_s = time.perf_counter() - start
+        dm.setup("fit")
+        cached = dm.split_dataset("train", augment=True)
+        transform = ImageTransform(build_augment(augment), dm.hparams.normalization)
+        datasets = {
+            "cache": cached,
+            "jpeg": JpegDataset(paths, image_size, resize, transform, draft=False),
+            "jpeg_draft": JpegDataset(paths, image_size, resize, transform, draft=True),
+        }
+        rows = []
+        for workers in workers_list:
+            for source in sources:
+                ips, seconds = time_loader(datasets[source], batch_size, workers, batches, warmup, seed)
+                rows.append({"source": source, "workers": workers, "images_per_s": ips, "seconds": seconds})
+        mean_kb = float(np.mean([p.stat().st_size for p in paths]) / 1024)
+
+    rate = {(r["source"], r["workers"]): r["images_per_s"] for r in rows}
+    ratios = {}
+    for workers in workers_list:
+        for other in ("jpeg", "jpeg_draft"):
+            if ("cache", workers) in rate and (other, workers) in rate:
+                ratios[f"cache_over_{other}_w{workers}"] = rate[("cache", workers)] / rate[(other, workers)]
+    settings = {
+        "num_images": num_images,
+        "source_size": list(source_size),
+        "source_jpeg_kb_mean": mean_kb,
+        "image_size": image_size,
+        "resize": resize,
+        "batch_size": batch_size,
+        "batches_timed": batches,
+        "warmup_batches": warmup,
+        "augment": augment is not None,
+        "normalization": dm.hparams.normalization,
+        "torch_threads": torch.get_num_threads(),
+        "write_sources_s": write_s,
+        "cache_build_s": build_s,
+        "cache_build_images_per_s": num_images / build_s,
+    }
+    return {"settings": settings, "rows": rows, "ratios": ratios}
+
+
+if __name__ == "__main__":
+    result = run(OmegaConf.load(Path(sys.argv[1] if len(sys.argv) > 1 else REPO / CONFIG)))
+    print({k: round(v, 3) if isinstance(v, float) else v for k, v in result["settings"].items()})
+    for row in result["rows"]:
+        print({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()})
+    for key, value in result["ratios"].items():
+        print(f"{key}: {value:.3g}")

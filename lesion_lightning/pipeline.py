@@ -1,0 +1,196 @@
+"""VQ-VAE -> encode -> PixelCNN -> sample -> evaluate for one latent-grid size, resumable.
+
+Each stage runs as its own entry point in a subprocess (exactly the command a user would type,
+recorded in pipeline.json), in its own sub-folder of this run's directory. That keeps every stage's
+Hydra config, W&B run and DDP launch independent: `trainer=ddp` works per training stage because
+Lightning re-launches that stage's script, not the pipeline. A stage whose complete output exists is
+skipped, and an interrupted training stage resumes from its `last.ckpt`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from lesion_lightning.utils.io import atomic_write_json, atomic_write_text
+
+log = logging.getLogger(__name__)
+STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate")
+STAGE_PREFIXES = tuple(f"{s}." for s in STAGES)
+
+
+def to_overrides(node, prefix: str = "") -> list[str]:
+    """Nested mapping -> Hydra `key=value` overrides (lists and strings quoted for the grammar)."""
+    if node is None:
+        return []
+    container = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    out: list[str] = []
+    for key, value in container.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and value and not any(k.startswith("_") for k in value):
+            out += to_overrides(value, f"{full}.")
+        else:
+            out.append(f"{full}={_hydra_value(value)}")
+    return out
+
+
+def _hydra_value(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    safe = all(c.isalnum() or c in "-_./:+@" for c in text) and text not in ("true", "false", "null")
+    return text if safe else "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def num_downsamples(image_size: int, grid: int) -> int:
+    ratio = image_size / grid
+    n = round(math.log2(ratio)) if ratio >= 1 else -1
+    if n < 1 or 2**n != ratio:
+        raise ValueError(f"grid={grid} must be image_size={image_size} divided by 2, 4, 8, ... "
+                         f"(e.g. 32, 64 or 128 for 256x256 images)")
+    return n
+
+
+class Pipeline:
+    def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.state_path = run_dir / "pipeline.json"
+        self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+        self.state.update({"grid": int(cfg.grid), "image_size": int(cfg.image_size), "group": cfg.group})
+        self.state.setdefault("stages", {})
+
+    # ---------------------------------------------------------------- stage folders and outputs
+    def dir(self, stage: str) -> Path:
+        return self.run_dir / stage
+
+    def checkpoint(self, stage: str) -> Path:
+        """Best checkpoint by val/loss of a finished training stage, else its last."""
+        ckpts = self.dir(stage) / "checkpoints"
+        best = sorted(ckpts.glob("best-*.ckpt"))
+        return best[-1] if best else ckpts / "last.ckpt"
+
+    def complete(self, stage: str) -> bool:
+        if self.state["stages"].get(stage, {}).get("status") != "done":
+            return False
+        return {
+            "vqvae": lambda: self.checkpoint("vqvae").is_file(),
+            "encode": lambda: (self.dir("encode") / "indices" / "manifest.json").is_file(),
+            "pixelcnn": lambda: self.checkpoint("pixelcnn").is_file(),
+            "sample": lambda: (self.dir("sample") / "samples" / "samples.json").is_file(),
+            "evaluate": lambda: (self.dir("evaluate") / "metrics.json").is_file(),
+        }[stage]()
+
+    # ---------------------------------------------------------------- commands
+    def command(self, stage: str) -> list[str]:
+        cfg = self.cfg
+        common = [f"hydra.run.dir={self.dir(stage)}"]
+        user = to_overrides(cfg.get(stage) or {})
+        if stage == "vqvae":
+            data = [f"data={cfg.data.group}", f"data.image_size={cfg.image_size}"]
+            if cfg.data.root:
+                data.append(f"data.root={cfg.data.root}")
+            args = ["lesion_lightning.train", f"experiment={cfg.vqvae_experiment}", *data,
+                    f"model.net.num_downsamples={num_downsamples(cfg.image_size, cfg.grid)}",
+                    f"group={cfg.group}", "task_name=vqvae", *self._resume("vqvae"), *cfg.train_overrides]
+        elif stage == "encode":
+            args = ["lesion_lightning.encode", f"vqvae_ckpt={self.checkpoint('vqvae')}",
+                    f"out_dir={self.dir('encode') / 'indices'}", "overwrite=true"]
+        elif stage == "pixelcnn":
+            args = ["lesion_lightning.train", f"experiment={cfg.pixelcnn_experiment}",
+                    f"data.root={self.dir('encode') / 'indices'}", f"group={cfg.group}", "task_name=pixelcnn",
+                    *self._resume("pixelcnn"), *cfg.train_overrides]
+        elif stage == "sample":
+            args = ["lesion_lightning.sample", f"pixelcnn_ckpt={self.checkpoint('pixelcnn')}",
+                    f"vqvae_ckpt={self.checkpoint('vqvae')}", f"out_dir={self.dir('sample') / 'samples'}",
+                    "overwrite=true"]
+        else:
+            args = ["lesion_lightning.evaluate", f"vqvae_ckpt={self.checkpoint('vqvae')}",
+                    f"pixelcnn_ckpt={self.checkpoint('pixelcnn')}", f"index_dir={self.dir('encode') / 'indices'}",
+                    f"samples_dir={self.dir('sample') / 'samples'}", f"out_dir={self.dir('evaluate')}"]
+        return [sys.executable, "-m", *args, *common, *user]
+
+    def _resume(self, stage: str) -> list[str]:
+        last = self.dir(stage) / "checkpoints" / "last.ckpt"
+        return [f"ckpt_path={last}"] if last.is_file() else []
+
+    # ---------------------------------------------------------------- running
+    def save(self) -> None:
+        atomic_write_json(self.state_path, self.state)
+
+    def run(self) -> dict:
+        unknown = [s for s in self.cfg.stages if s not in STAGES]
+        if unknown:
+            raise ValueError(f"stages={list(self.cfg.stages)}: unknown {unknown}; choose from {list(STAGES)}")
+        for stage in STAGES:
+            if stage not in self.cfg.stages:
+                continue
+            if self.complete(stage):
+                log.info("[%s] complete, skipped (delete %s to redo it)", stage, self.dir(stage))
+                continue
+            cmd = self.command(stage)
+            entry = self.state["stages"].setdefault(stage, {})
+            # time already spent by an interrupted attempt counts towards the stage
+            spent = entry.get("seconds", 0.0) if entry.get("status") == "failed" else 0.0
+            entry.update({"status": "running", "command": " ".join(cmd[1:])})
+            self.save()
+            log.info("[%s] %s", stage, " ".join(cmd[2:]))
+            start = time.perf_counter()
+            self.dir(stage).mkdir(parents=True, exist_ok=True)
+            proc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            seconds = time.perf_counter() - start
+            if proc.returncode != 0:
+                entry.update({"status": "failed", "returncode": proc.returncode, "seconds": spent + seconds})
+                self.save()
+                raise RuntimeError(f"pipeline stage `{stage}` failed (exit {proc.returncode}); its output is "
+                                   f"above and in {self.dir(stage)}. Re-run the same command to resume.")
+            entry.update({"status": "done", "seconds": spent + seconds})
+            self.save()
+        return self.state
+
+
+def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
+    run_dir = Path(run_dir or cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run_dir / "pipeline_config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    state = Pipeline(cfg, run_dir).run()
+    print(f"pipeline grid={cfg.grid} finished: {run_dir}")
+    for stage, entry in state["stages"].items():
+        print(f"  {stage:9s} {entry.get('status')}  {entry.get('seconds', 0):8.1f} s")
+    samples = run_dir / "sample" / "samples" / "grid.png"
+    if samples.is_file():
+        print(f"  generated lesions: {samples}")
+    return state
+
+
+def _stage_overrides_to_force_add(argv: list[str]) -> list[str]:
+    """`vqvae.trainer.max_epochs=50` -> `++vqvae.trainer.max_epochs=50`: the stage sections are open-ended."""
+    return [f"++{a}" if a.startswith(STAGE_PREFIXES) else a for a in argv]
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
+def main(cfg: DictConfig) -> None:
+    run_pipeline(cfg, HydraConfig.get().runtime.output_dir)
+
+
+if __name__ == "__main__":
+    sys.argv = [sys.argv[0], *_stage_overrides_to_force_add(sys.argv[1:])]
+    main()
