@@ -11,7 +11,8 @@ ISIC Archive layout into a temporary folder, builds the cache through the real
   cache build itself uses), i.e. the best a cache-less loader can do with PIL.
 
 All rows are measured in the same run; ``ratios`` are cache / jpeg per worker count. Samples are drawn
-at random (with repeats when more are timed than exist), after ``warmup_batches`` untimed batches.
+at random (with repeats when more are timed than exist); each row times at least ``batches`` batches
+and ``min_seconds`` seconds, after ``warmup_batches`` untimed batches.
 
 Run it with ``python -m lesion_lightning.bench data`` or ``python -m lesion_lightning.benchmarks.data``.
 """
@@ -90,21 +91,29 @@ class JpegDataset(Dataset):
 
 
 def time_loader(
-    dataset: Dataset, batch_size: int, workers: int, batches: int, warmup: int, seed: int
-) -> tuple[float, float]:
-    """(images per second, seconds) over ``batches`` batches after ``warmup`` untimed ones."""
-    total = (batches + warmup) * batch_size
-    sampler = RandomSampler(dataset, num_samples=total, generator=torch.Generator().manual_seed(seed))
+    dataset: Dataset,
+    batch_size: int,
+    workers: int,
+    batches: int,
+    warmup: int,
+    seed: int,
+    min_seconds: float = 0.0,
+) -> tuple[float, float, int]:
+    """(images per second, seconds, batches timed): at least ``batches`` batches and ``min_seconds``
+    after ``warmup`` untimed ones, so fast rows are timed long enough to be more than noise."""
+    # an effectively endless random stream (repeats allowed) that we stop ourselves
+    sampler = RandomSampler(dataset, num_samples=10**7, generator=torch.Generator().manual_seed(seed))
     loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True)
     it = iter(loader)
     for _ in range(warmup):  # includes worker start-up and the first prefetches
         next(it)
-    n, start = 0, time.perf_counter()
-    for _ in range(batches):
+    n, timed, start = 0, 0, time.perf_counter()
+    while timed < batches or time.perf_counter() - start < min_seconds:
         n += len(next(it)["image"])
+        timed += 1
     seconds = time.perf_counter() - start
-    del it
-    return n / seconds, seconds
+    del it  # shuts the workers down
+    return n / seconds, seconds, timed
 
 
 def _augment_config(cfg: DictConfig) -> dict[str, Any] | None:
@@ -125,6 +134,7 @@ def run(cfg: DictConfig) -> dict:
     image_size, batch_size = int(cfg.image_size), int(cfg.batch_size)
     workers_list = [int(w) for w in cfg.workers]
     batches, warmup = int(cfg.batches), int(cfg.get("warmup_batches", 2))
+    min_seconds = float(cfg.get("min_seconds", 0.0))
     resize, seed = str(cfg.get("resize", "squash")), int(cfg.get("seed", 0))
     sources = [s for s in cfg.get("sources", SOURCES)]
     unknown = set(sources) - set(SOURCES)
@@ -157,8 +167,18 @@ def run(cfg: DictConfig) -> dict:
         rows = []
         for workers in workers_list:
             for source in sources:
-                ips, seconds = time_loader(datasets[source], batch_size, workers, batches, warmup, seed)
-                rows.append({"source": source, "workers": workers, "images_per_s": ips, "seconds": seconds})
+                ips, seconds, timed = time_loader(
+                    datasets[source], batch_size, workers, batches, warmup, seed, min_seconds
+                )
+                rows.append(
+                    {
+                        "source": source,
+                        "workers": workers,
+                        "images_per_s": ips,
+                        "batches": timed,
+                        "seconds": seconds,
+                    }
+                )
         mean_kb = float(np.mean([p.stat().st_size for p in paths]) / 1024)
 
     rate = {(r["source"], r["workers"]): r["images_per_s"] for r in rows}
@@ -174,7 +194,8 @@ def run(cfg: DictConfig) -> dict:
         "image_size": image_size,
         "resize": resize,
         "batch_size": batch_size,
-        "batches_timed": batches,
+        "min_batches_timed": batches,
+        "min_seconds": min_seconds,
         "warmup_batches": warmup,
         "augment": augment is not None,
         "normalization": dm.hparams.normalization,

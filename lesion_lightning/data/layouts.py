@@ -94,7 +94,8 @@ class _Label:
 def _walk(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
     """(image files, CSV files, other files) under root, skipping hidden folders (caches)."""
     images, csvs, others = [], [], []
-    for dirpath, dirnames, filenames in os.walk(root):
+    # followlinks: datasets are often assembled from symlinked download folders
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith("."):

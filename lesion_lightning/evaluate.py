@@ -1,0 +1,289 @@
+"""Score a trained pipeline: `python -m lesion_lightning.evaluate vqvae_ckpt=PATH [pixelcnn_ckpt=PATH] [samples_dir=DIR]`.
+
+Sections, each computed when its inputs are given (else recorded as {"skipped": why}):
+  reconstruction  VQ-VAE on the split: MSE, PSNR, SSIM, codebook usage and perplexity; reconstructions.png
+  prior           PixelCNN bits/dim on the index dataset, next to a per-position marginal baseline
+  generation      FID / KID between the samples and real images of the split
+Results go to `metrics.json` in out_dir, a console table, and optionally metrics.csv or a W&B run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader, Subset
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+from torchvision.utils import make_grid
+
+from lesion_lightning.data.indices import MANIFEST, IndexDataset, read_manifest
+from lesion_lightning.encode import build_datamodule
+from lesion_lightning.metrics.codebook import CodebookUsage
+from lesion_lightning.metrics.generation import (
+    GenerationUnavailable,
+    build_inception,
+    extract_features,
+    fid_kid,
+    read_images,
+    sample_files,
+)
+from lesion_lightning.metrics.prior import marginal_bits_per_dim, model_bits_per_dim
+from lesion_lightning.utils.checkpoints import check_pair, fingerprint, load_pixelcnn, load_vqvae
+from lesion_lightning.utils.io import atomic_write_json, atomic_write_text, save_png
+from lesion_lightning.utils.runtime import pick_device
+
+log = logging.getLogger(__name__)
+
+LOGGERS = (None, "none", "csv", "wandb")
+SECTIONS = ("reconstruction", "prior", "generation")
+# section key -> flat metric name (logged as `{split}/<name>`, like the training stages' test metrics)
+FLAT_KEYS = {
+    "reconstruction": ("mse", "psnr", "ssim", "codebook_usage", "perplexity"),
+    "prior": ("bits_per_dim", "marginal_bits_per_dim"),
+    "generation": ("fid", "kid_mean", "kid_std"),
+}
+
+
+# ---------------------------------------------------------------------------------------------- reconstruction
+@torch.no_grad()
+def reconstruction_metrics(vqvae, dataset, batch_size: int, device: torch.device, num_workers: int = 0,
+                           num_images: int = 8) -> tuple[dict, torch.Tensor | None]:
+    """MSE / PSNR / SSIM of clamped reconstructions and codebook usage over the whole dataset.
+
+    Returns the section dict and a picture (originals row above reconstructions row), or None.
+    """
+    if len(dataset) == 0:
+        return {"skipped": "the split holds no images"}, None
+    psnr = PeakSignalNoiseRatio(data_range=1.0).to(device)
+    ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
+    usage = CodebookUsage(vqvae.net.codebook_size).to(device)
+    squared_error, num_values = 0.0, 0
+    originals, recons = [], []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    for batch in loader:
+        x = batch["image"].to(device).float()
+        out = vqvae.net(x)
+        recon = out.recon.float().clamp(0, 1)  # images live in [0, 1]; score what a viewer would see
+        squared_error += float((recon - x).square().sum(dtype=torch.float64))
+        num_values += x.numel()
+        psnr.update(recon, x)
+        ssim.update(recon, x)
+        usage.update(out.indices)
+        kept = sum(len(o) for o in originals)
+        if kept < num_images:
+            originals.append(x[: num_images - kept].cpu())
+            recons.append(recon[: num_images - kept].cpu())
+    stats = usage.compute()
+    section = {
+        "num_images": len(dataset),
+        "mse": squared_error / num_values,
+        "psnr": float(psnr.compute()),
+        "ssim": float(ssim.compute()),
+        "codebook_usage": float(stats["codebook_usage"]),
+        "perplexity": float(stats["perplexity"]),
+        "codebook_size": int(vqvae.net.codebook_size),
+    }
+    picture = None
+    if originals:
+        top, bottom = torch.cat(originals), torch.cat(recons)
+        picture = make_grid(torch.cat([top, bottom]), nrow=len(top), padding=2, pad_value=1.0)
+    return section, picture
+
+
+# ------------------------------------------------------------------------------------------------------- prior
+def prior_section(cfg: DictConfig, pixelcnn, vqvae_fingerprint: str, device: torch.device) -> dict:
+    """PixelCNN bits/dim and the per-position marginal baseline on the index dataset's split."""
+    index_dir = cfg.index_dir or (pixelcnn.hparams.get("index_dataset") if pixelcnn is not None else None)
+    if not index_dir:
+        return {"skipped": "no prior given: pass pixelcnn_ckpt=PATH (and/or index_dir=<encode output>)"}
+    source = "index_dir" if cfg.index_dir else f"index_dataset recorded in pixelcnn_ckpt={cfg.pixelcnn_ckpt}"
+    if not (Path(index_dir) / MANIFEST).is_file():
+        raise FileNotFoundError(f"{source}: {index_dir} holds no {MANIFEST}; pass index_dir=<the indices folder "
+                                "written by `python -m lesion_lightning.encode`>")
+    manifest = read_manifest(index_dir)
+    if manifest["vqvae"]["fingerprint"] != vqvae_fingerprint:
+        raise ValueError(f"mismatched index dataset: {index_dir} was encoded by VQ-VAE "
+                         f"{manifest['vqvae']['checkpoint']}, not vqvae_ckpt={cfg.vqvae_ckpt}; pass the matching "
+                         "index_dir (or VQ-VAE checkpoint)")
+    num_codes, grid = int(manifest["num_codes"]), list(manifest["grid_size"])
+    split = cfg.split
+    if manifest["splits"].get(split, 0) == 0:
+        return {"skipped": f"the index dataset {index_dir} has no `{split}` split"}
+    test = IndexDataset(index_dir, split)
+    section: dict = {"index_dir": str(index_dir), "num_grids": len(test), "grid_size": grid,
+                     "num_codes": num_codes, "uniform_bits_per_dim": math.log2(num_codes)}
+    notes = []
+    if pixelcnn is not None:
+        if list(pixelcnn.hparams.get("grid_size") or grid) != grid or pixelcnn.net.num_codes != num_codes:
+            raise ValueError(f"pixelcnn_ckpt={cfg.pixelcnn_ckpt} models {pixelcnn.hparams.get('grid_size')} grids of "
+                             f"{pixelcnn.net.num_codes} codes, but {index_dir} holds {grid} grids of {num_codes}")
+        section["bits_per_dim"] = model_bits_per_dim(pixelcnn, test, cfg.batch_size, device, cfg.num_workers)
+    else:
+        notes.append("no pixelcnn_ckpt: only the marginal baseline")
+    if manifest["splits"].get("train", 0) > 0:
+        train = IndexDataset(index_dir, "train")
+        section["marginal_bits_per_dim"] = marginal_bits_per_dim(train.indices, test.indices, num_codes,
+                                                                 alpha=cfg.eval.marginal_smoothing)
+    else:
+        notes.append("no train split in the index dataset: marginal baseline not computed")
+    if notes:
+        section["notes"] = notes
+    return section
+
+
+# -------------------------------------------------------------------------------------------------- generation
+def _feature_extractor(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.Module, str]:
+    custom = cfg.eval.get("feature_extractor")
+    if custom:
+        module = hydra.utils.instantiate(custom)
+        if not isinstance(module, torch.nn.Module):
+            raise TypeError(f"eval.feature_extractor must build an nn.Module, got {type(module).__name__}")
+        return module.to(device).eval(), str(custom.get("_target_", type(module).__name__))
+    module = build_inception(int(cfg.eval.fid_feature), cfg.eval.inception_weights, bool(cfg.eval.allow_download),
+                             float(cfg.eval.download_probe_timeout))
+    return module.to(device), f"inception-v3-compat/{cfg.eval.fid_feature}"
+
+
+def generation_section(cfg: DictConfig, real_dataset, vqvae_fingerprint: str, device: torch.device) -> dict:
+    """FID / KID between samples_dir's PNGs and the first eval.max_real images of the split."""
+    if not cfg.samples_dir:
+        return {"skipped": "no samples_dir given: pass samples_dir=<sample run dir>/samples"}
+    files = sample_files(cfg.samples_dir)
+    meta_path = Path(cfg.samples_dir) / "samples.json"
+    if meta_path.is_file():
+        import json
+
+        recorded = json.loads(meta_path.read_text()).get("vqvae_fingerprint")
+        if recorded and recorded != vqvae_fingerprint:
+            raise ValueError(f"mismatched samples: {cfg.samples_dir} was decoded by another VQ-VAE than "
+                             f"vqvae_ckpt={cfg.vqvae_ckpt} (see {meta_path}); pass the matching pair")
+    num_real = min(int(cfg.eval.max_real), len(real_dataset))
+    try:
+        extractor, name = _feature_extractor(cfg, device)
+        fake = extract_features(extractor, read_images(files, cfg.batch_size), device)
+        size = tuple(next(read_images(files[:1], 1)).shape[-2:])
+        loader = DataLoader(Subset(real_dataset, range(num_real)), batch_size=cfg.batch_size, shuffle=False,
+                            num_workers=cfg.num_workers)
+        # real images resized (if needed) to the samples' size, so both sides see the same resolution
+        real = extract_features(extractor, (b["image"] for b in loader), device, size=size)
+        scores = fid_kid(real, fake, int(cfg.eval.kid_subset_size), int(cfg.eval.kid_subsets), int(cfg.seed))
+    except GenerationUnavailable as err:
+        log.warning("%s", err)
+        return {"skipped": str(err)}
+    return {**scores, "num_real": num_real, "num_generated": len(files), "image_size": list(size),
+            "feature_extractor": name, "samples_dir": str(cfg.samples_dir)}
+
+
+# ----------------------------------------------------------------------------------------------------- outputs
+def flat_metrics(results: dict, split: str = "test") -> dict[str, float]:
+    """`{split}/psnr`, `{split}/bits_per_dim`, ... for loggers and the console (computed values only)."""
+    flat = {}
+    for section, keys in FLAT_KEYS.items():
+        for key in keys:
+            value = (results.get(section) or {}).get(key)
+            if isinstance(value, int | float):
+                flat[f"{split}/{key}"] = float(value)
+    return flat
+
+
+def format_table(results: dict, split: str = "test") -> str:
+    lines = [f"{'metric':<32} value"]
+    flat = flat_metrics(results, split)
+    for name, value in flat.items():
+        lines.append(f"{name:<32} {value:.4g}")
+    for section in SECTIONS:
+        skipped = (results.get(section) or {}).get("skipped")
+        if skipped:
+            lines.append(f"{section:<32} skipped: {skipped}")
+    return "\n".join(lines)
+
+
+def _settings(cfg: DictConfig) -> dict:
+    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items() if k != "hydra"}
+
+
+def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:
+    kind = cfg.get("logger")
+    flat = flat_metrics(results, cfg.split)
+    if kind in (None, "none"):
+        return
+    if kind == "csv":
+        rows = "".join(f"{k},{v!r}\n" for k, v in flat.items())
+        atomic_write_text(out_dir / "metrics.csv", "metric,value\n" + rows)
+        return
+    import wandb
+
+    from lesion_lightning.utils.wandb_utils import resolve_offline
+
+    w = cfg.wandb
+    run = wandb.init(project=w.project, entity=w.entity, group=w.group, name=w.name, tags=list(w.tags or []),
+                     job_type="evaluate", dir=str(out_dir), config=_settings(cfg),
+                     mode="offline" if resolve_offline(w.offline) else "online")
+    try:
+        payload: dict = dict(flat)
+        picture = out_dir / "reconstructions.png"
+        if picture.is_file():
+            payload[f"{cfg.split}/reconstructions"] = wandb.Image(str(picture),
+                                                                  caption="top: originals, bottom: reconstructions")
+        run.log(payload)
+        run.summary.update(flat)
+        for section in SECTIONS:
+            if (results.get(section) or {}).get("skipped"):
+                run.summary[f"{cfg.split}/{section}_skipped"] = results[section]["skipped"]
+    finally:
+        run.finish()
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    """Compute every section the inputs allow, write metrics.json (+ picture) into cfg.out_dir, return it."""
+    if cfg.get("logger") not in LOGGERS:
+        raise ValueError(f"logger must be null, csv or wandb, got {cfg.get('logger')!r}")
+    if cfg.batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    device = pick_device(cfg.device)
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    pixelcnn = None
+    if cfg.pixelcnn_ckpt:
+        pixelcnn = load_pixelcnn(cfg.pixelcnn_ckpt, device)
+        check_pair(pixelcnn, cfg.vqvae_ckpt)
+    vqvae = load_vqvae(cfg.vqvae_ckpt, device)
+    vqvae_fingerprint = fingerprint(cfg.vqvae_ckpt)
+    dm = build_datamodule(cfg.vqvae_ckpt, OmegaConf.to_container(cfg.get("data") or {}, resolve=True))
+    real_dataset = dm.split_dataset(cfg.split, augment=False)
+
+    results: dict = {
+        "vqvae_ckpt": str(Path(cfg.vqvae_ckpt).resolve()),
+        "pixelcnn_ckpt": str(Path(cfg.pixelcnn_ckpt).resolve()) if cfg.pixelcnn_ckpt else None,
+        "split": cfg.split,
+        "device": str(device),
+    }
+    log.info("Reconstruction metrics on %d %s images", len(real_dataset), cfg.split)
+    results["reconstruction"], picture = reconstruction_metrics(
+        vqvae, real_dataset, cfg.batch_size, device, cfg.num_workers, int(cfg.eval.num_reconstructions))
+    if picture is not None:
+        save_png(picture, out_dir / "reconstructions.png")
+    results["prior"] = prior_section(cfg, pixelcnn, vqvae_fingerprint, device)
+    results["generation"] = generation_section(cfg, real_dataset, vqvae_fingerprint, device)
+    results["metrics"] = flat_metrics(results, cfg.split)
+    results["settings"] = _settings(cfg)
+    atomic_write_json(out_dir / "metrics.json", results)
+    print(format_table(results, cfg.split))
+    print(f"metrics: {out_dir / 'metrics.json'}")
+    log_results(cfg, results, out_dir)
+    return results
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,104 @@
+"""Stage 2 through the real CLIs: encode -> index dataset -> PixelCNN -> sample."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from clihelpers import TINY_VQVAE, run_cli
+from PIL import Image
+
+from lesion_lightning.data.indices import IndexDataModule, read_manifest
+from lesion_lightning.encode import build_datamodule
+from lesion_lightning.utils.checkpoints import load_vqvae
+
+pytestmark = pytest.mark.slow
+TINY_PIXELCNN = ["experiment=quickstart_pixelcnn", "model.net.channels=8", "model.net.num_layers=2",
+                 "trainer.max_epochs=1", "callbacks.rich_progress_bar=null", "logger=csv", "data.batch_size=8",
+                 "model.num_log_samples=2"]
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory) -> dict[str, Path]:
+    cwd = tmp_path_factory.mktemp("stage2")
+    run_cli("lesion_lightning.train", "experiment=quickstart", *TINY_VQVAE, "logger=csv", "test=false",
+            "hydra.run.dir=vqvae", cwd=cwd)
+    vqvae_ckpt = cwd / "vqvae" / "checkpoints" / "last.ckpt"
+    run_cli("lesion_lightning.encode", f"vqvae_ckpt={vqvae_ckpt}", "hydra.run.dir=encode", cwd=cwd)
+    indices = cwd / "encode" / "indices"
+    run_cli("lesion_lightning.train", *TINY_PIXELCNN, f"data.root={indices}", "hydra.run.dir=pixelcnn", cwd=cwd)
+    return {"cwd": cwd, "vqvae": vqvae_ckpt, "indices": indices,
+            "pixelcnn": cwd / "pixelcnn" / "checkpoints" / "last.ckpt"}
+
+
+def test_index_dataset_layout_and_manifest(chain) -> None:
+    manifest = read_manifest(chain["indices"])
+    assert manifest["grid_size"] == [8, 8] and manifest["num_codes"] == 16
+    assert set(manifest["class_names"]) == {"melanoma", "nevus"}
+    assert len(manifest["vqvae"]["fingerprint"]) == 64
+    for split, n in manifest["splits"].items():
+        grids = np.load(chain["indices"] / f"{split}_indices.npy", mmap_mode="r")
+        assert grids.dtype == np.uint16 and grids.shape == (n, 8, 8)
+        assert int(grids.max()) < 16
+    assert sum(manifest["splits"].values()) == 24
+    dm = IndexDataModule(str(chain["indices"]), batch_size=4)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["indices"].shape[1:] == (8, 8) and batch["indices"].dtype == torch.long
+    assert dm.model_defaults()["net"] == {"num_codes": 16, "num_classes": 2}
+
+
+def test_encode_then_decode_equals_vqvae_reconstruction(chain) -> None:
+    vqvae = load_vqvae(chain["vqvae"])
+    dm = build_datamodule(chain["vqvae"])
+    test_set = dm.split_dataset("test")
+    images = torch.stack([test_set[i]["image"] for i in range(len(test_set))])
+    grids = torch.from_numpy(np.load(chain["indices"] / "test_indices.npy").astype(np.int64))
+    with torch.no_grad():
+        decoded = vqvae.net.decode_indices(grids)
+        recon = vqvae.net(images).recon
+    torch.testing.assert_close(decoded, recon, rtol=0, atol=0)
+
+
+def test_sample_writes_pngs_and_is_reproducible(chain) -> None:
+    cwd = chain["cwd"]
+    args = [f"pixelcnn_ckpt={chain['pixelcnn']}", "num_samples=3", "batch_size=2", "seed=7", "label=melanoma"]
+    run_cli("lesion_lightning.sample", *args, "hydra.run.dir=s1", cwd=cwd)
+    run_cli("lesion_lightning.sample", *args, "hydra.run.dir=s2", cwd=cwd)
+    out1, out2 = cwd / "s1" / "samples", cwd / "s2" / "samples"
+    files = sorted(out1.glob("sample_*.png"))
+    assert len(files) == 3 and (out1 / "grid.png").is_file()
+    for f in files:
+        img = Image.open(f)
+        assert img.size == (32, 32) and img.mode == "RGB"
+        np.testing.assert_array_equal(np.asarray(img), np.asarray(Image.open(out2 / f.name)))
+    meta = json.loads((out1 / "samples.json").read_text())
+    assert meta["labels"] == ["melanoma"] * 3 and meta["grid_size"] == [8, 8]
+    assert meta["seconds_per_image"] > 0
+
+
+def _sample_fails(cwd: Path, *overrides: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "lesion_lightning.sample", *overrides, "hydra.run.dir=bad"],
+                          cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert not (cwd / "bad" / "samples").exists(), "nothing half-written"
+    return proc.stderr + proc.stdout
+
+
+def test_sample_refuses_mismatched_vqvae(chain) -> None:
+    other = next((chain["vqvae"].parent).glob("best-*.ckpt"))
+    assert other.read_bytes() != chain["vqvae"].read_bytes()
+    err = _sample_fails(chain["cwd"], f"pixelcnn_ckpt={chain['pixelcnn']}", f"vqvae_ckpt={other}")
+    assert "mismatched checkpoints" in err and str(other) in err
+
+
+def test_sample_rejects_unknown_label_and_wrong_checkpoint_kind(chain) -> None:
+    err = _sample_fails(chain["cwd"], f"pixelcnn_ckpt={chain['pixelcnn']}", "label=dermatofibroma")
+    assert "dermatofibroma" in err and "melanoma" in err
+    err = _sample_fails(chain["cwd"], f"pixelcnn_ckpt={chain['vqvae']}")
+    assert "VQVAEModule" in err and "PixelCNNModule" in err
