@@ -22,7 +22,7 @@ test-fast: $(STAMP)
 	WANDB_MODE=offline WANDB_SILENT=true $(BIN)/pytest -q -m "not slow"
 
 demo: $(STAMP)
-	$(BIN)/python -m lesion_lightning.demo
+	$(BIN)/python -m lesion_lightning.pipeline preset=quickstart
 
 lint: $(STAMP)
 	$(BIN)/ruff check lesion_lightning tests

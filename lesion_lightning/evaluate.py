@@ -4,7 +4,8 @@ Sections, each computed when its inputs are given (else recorded as {"skipped": 
   reconstruction  VQ-VAE on the split: MSE, PSNR, SSIM, codebook usage and perplexity; reconstructions.png
   prior           PixelCNN bits/dim on the index dataset, next to a per-position marginal baseline
   generation      FID / KID between the samples and real images of the split
-Results go to `metrics.json` in out_dir, a console table, and optionally metrics.csv or a W&B run.
+Results go to `metrics.json` in out_dir, a console table, and the `logger` group (null by default;
+logger=wandb|csv|tensorboard as for training, W&B offline without credentials).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import hydra
 import torch
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader, Subset
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
@@ -33,12 +35,13 @@ from lesion_lightning.metrics.generation import (
 )
 from lesion_lightning.metrics.prior import marginal_bits_per_dim, model_bits_per_dim
 from lesion_lightning.utils.checkpoints import check_pair, fingerprint, load_pixelcnn, load_vqvae
-from lesion_lightning.utils.io import atomic_write_json, atomic_write_text, save_png
+from lesion_lightning.utils.instantiate import instantiate_loggers
+from lesion_lightning.utils.io import atomic_write_json, save_png
 from lesion_lightning.utils.runtime import pick_device
+from lesion_lightning.utils.wandb_utils import finish_wandb
 
 log = logging.getLogger(__name__)
 
-LOGGERS = (None, "none", "csv", "wandb")
 SECTIONS = ("reconstruction", "prior", "generation")
 # section key -> flat metric name (logged as `{split}/<name>`, like the training stages' test metrics)
 FLAT_KEYS = {
@@ -172,7 +175,7 @@ def generation_section(cfg: DictConfig, real_dataset, vqvae_fingerprint: str, de
         real = extract_features(extractor, (b["image"] for b in loader), device, size=size)
         scores = fid_kid(real, fake, int(cfg.eval.kid_subset_size), int(cfg.eval.kid_subsets), int(cfg.seed))
     except GenerationUnavailable as err:
-        log.warning("%s", err)
+        log.warning("FID/KID skipped: %s", err)
         return {"skipped": str(err)}
     return {**scores, "num_real": num_real, "num_generated": len(files), "image_size": list(size),
             "feature_extractor": name, "samples_dir": str(cfg.samples_dir)}
@@ -208,41 +211,31 @@ def _settings(cfg: DictConfig) -> dict:
 
 
 def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:
-    kind = cfg.get("logger")
+    """Send the flat metrics (and the reconstructions picture) to the `logger` group's loggers."""
+    loggers = instantiate_loggers(cfg.get("logger"))
+    if not loggers:
+        return
     flat = flat_metrics(results, cfg.split)
-    if kind in (None, "none"):
-        return
-    if kind == "csv":
-        rows = "".join(f"{k},{v!r}\n" for k, v in flat.items())
-        atomic_write_text(out_dir / "metrics.csv", "metric,value\n" + rows)
-        return
-    import wandb
-
-    from lesion_lightning.utils.wandb_utils import resolve_offline
-
-    w = cfg.wandb
-    run = wandb.init(project=w.project, entity=w.entity, group=w.group, name=w.name, tags=list(w.tags or []),
-                     job_type="evaluate", dir=str(out_dir), config=_settings(cfg),
-                     mode="offline" if resolve_offline(w.offline) else "online")
+    picture = out_dir / "reconstructions.png"
     try:
-        payload: dict = dict(flat)
-        picture = out_dir / "reconstructions.png"
-        if picture.is_file():
-            payload[f"{cfg.split}/reconstructions"] = wandb.Image(str(picture),
-                                                                  caption="top: originals, bottom: reconstructions")
-        run.log(payload)
-        run.summary.update(flat)
-        for section in SECTIONS:
-            if (results.get(section) or {}).get("skipped"):
-                run.summary[f"{cfg.split}/{section}_skipped"] = results[section]["skipped"]
+        for logger in loggers:
+            logger.log_hyperparams(_settings(cfg))
+            logger.log_metrics(flat, step=0)
+            if isinstance(logger, WandbLogger):
+                if picture.is_file():
+                    logger.log_image(f"{cfg.split}/reconstructions", [str(picture)],
+                                     caption=["top: originals, bottom: reconstructions"])
+                for section in SECTIONS:
+                    if (results.get(section) or {}).get("skipped"):
+                        logger.experiment.summary[f"{cfg.split}/{section}_skipped"] = results[section]["skipped"]
+            logger.save()
+            logger.finalize("success")
     finally:
-        run.finish()
+        finish_wandb()  # one W&B run per evaluate call, also in a multirun
 
 
 def evaluate(cfg: DictConfig) -> dict:
     """Compute every section the inputs allow, write metrics.json (+ picture) into cfg.out_dir, return it."""
-    if cfg.get("logger") not in LOGGERS:
-        raise ValueError(f"logger must be null, csv or wandb, got {cfg.get('logger')!r}")
     if cfg.batch_size < 1:
         raise ValueError("batch_size must be >= 1")
     device = pick_device(cfg.device)

@@ -175,10 +175,22 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
     print(f"pipeline grid={cfg.grid} finished: {run_dir}")
     for stage, entry in state["stages"].items():
         print(f"  {stage:9s} {entry.get('status')}  {entry.get('seconds', 0):8.1f} s")
-    samples = run_dir / "sample" / "samples" / "grid.png"
-    if samples.is_file():
-        print(f"  generated lesions: {samples}")
+    pipeline = Pipeline(cfg, run_dir)
+    for label, path in (
+        ("VQ-VAE checkpoint", pipeline.checkpoint("vqvae")),
+        ("reconstructions", _latest(pipeline.dir("vqvae") / "images", "reconstructions_epoch*.png")),
+        ("PixelCNN checkpoint", pipeline.checkpoint("pixelcnn")),
+        ("generated lesions", pipeline.dir("sample") / "samples" / "grid.png"),
+        ("metrics", pipeline.dir("evaluate") / "metrics.json"),
+    ):
+        if path is not None and path.is_file():
+            print(f"  {label + ':':20s} {path}")
     return state
+
+
+def _latest(folder: Path, pattern: str) -> Path | None:
+    found = sorted(folder.glob(pattern))
+    return found[-1] if found else None
 
 
 def _stage_overrides_to_force_add(argv: list[str]) -> list[str]:

@@ -42,7 +42,7 @@ def inception_cache_path() -> Path:
 
 def enable_message(reason: str) -> str:
     return (
-        f"FID/KID skipped: {reason}. To enable them: run once with internet access (torch-fidelity downloads "
+        f"{reason}. To enable FID/KID: run once with internet access (torch-fidelity downloads "
         f"{INCEPTION_URL} into {inception_cache_path()}), or download that file elsewhere and pass "
         f"eval.inception_weights=/path/to/{INCEPTION_FILENAME} (or copy it into {inception_cache_path().parent}/). "
         "eval.feature_extractor={_target_: ...} swaps in another nn.Module (numbers then not comparable to "
@@ -167,7 +167,7 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 50, k
     from torchmetrics.image.kid import KernelInceptionDistance
 
     if len(real) < 2 or len(fake) < 2:
-        raise GenerationUnavailable(f"FID/KID skipped: they need at least 2 real and 2 generated images, got "
+        raise GenerationUnavailable(f"FID/KID need at least 2 real and 2 generated images, got "
                                     f"{len(real)} real and {len(fake)} generated")
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"real features have {real.shape[1]} dims, generated ones {fake.shape[1]}")
