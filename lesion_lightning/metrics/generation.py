@@ -76,17 +76,17 @@ def build_inception(feature_dim: int = 2048, weights_path: str | Path | None = N
     """
     if feature_dim not in INCEPTION_FEATURES:
         raise ValueError(f"eval.fid_feature must be one of {INCEPTION_FEATURES}, got {feature_dim}")
+    if weights_path is not None:
+        weights_path = Path(weights_path).expanduser()
+        if not weights_path.is_file():
+            raise FileNotFoundError(f"eval.inception_weights={weights_path}: no such file; download {INCEPTION_URL}")
     from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 
     if not _TORCH_FIDELITY_AVAILABLE:
         raise GenerationUnavailable(enable_message("torch-fidelity is not installed (`pip install torch-fidelity`)"))
     from torchmetrics.image.fid import NoTrainInceptionV3
 
-    if weights_path is not None:
-        weights_path = Path(weights_path).expanduser()
-        if not weights_path.is_file():
-            raise FileNotFoundError(f"eval.inception_weights={weights_path}: no such file; download {INCEPTION_URL}")
-    elif not inception_cache_path().is_file():
+    if weights_path is None and not inception_cache_path().is_file():
         if not allow_download:
             raise GenerationUnavailable(enable_message(
                 f"no Inception weights (eval.inception_weights is null, {inception_cache_path()} does not exist "

@@ -1,0 +1,308 @@
+"""Sweep report: `python -m lesion_lightning.report SWEEP_DIR` -> SWEEP_DIR/report.md + metrics_vs_grid.png.
+
+Finds every `pipeline.json` below SWEEP_DIR (one per grid size; a multirun has one per job folder) and
+summarises each run in one table row: reconstruction quality, codebook usage, prior bits/dim against
+the marginal baseline, FID/KID, and time per stage; then the pictures side by side and a plot of the
+metrics against the grid size. Whatever a run lacks (a stage not done, no metrics.json) shows as "—"
+with a note saying why; the report never fails on a partial sweep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from lesion_lightning.utils.io import atomic_write_text
+
+PIPELINE = "pipeline.json"
+STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate")
+# where the pipeline puts each stage's outputs, relative to a run folder
+METRICS = Path("evaluate/metrics.json")
+RECONSTRUCTIONS = Path("evaluate/reconstructions.png")
+SAMPLES_JSON = Path("sample/samples/samples.json")
+SAMPLES_GRID = Path("sample/samples/grid.png")
+PLOT = "metrics_vs_grid.png"
+DASH = "—"
+
+
+# ------------------------------------------------------------------------------------------------ collecting
+def _read_json(path: Path, what: str, notes: list[str]) -> dict | None:
+    if not path.is_file():
+        notes.append(f"{what} missing ({path.name} not found)")
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        notes.append(f"{what} unreadable ({path.name}: {err})")
+        return None
+    if not isinstance(data, dict):
+        notes.append(f"{what} unreadable ({path.name} is not a JSON object)")
+        return None
+    return data
+
+
+def _number(section: dict | None, key: str) -> float | None:
+    value = (section or {}).get(key)
+    return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _grid_value(grid) -> int | None:
+    """pipeline.json's grid (64 or [64, 64]) -> its side, for sorting and plotting."""
+    if isinstance(grid, int):
+        return grid
+    if isinstance(grid, list | tuple) and grid and all(isinstance(g, int) for g in grid):
+        return int(grid[0])
+    return None
+
+
+def collect_run(pipeline_path: Path) -> dict:
+    """Everything the report shows about one run folder; missing values are None, explained in `notes`."""
+    run_dir = pipeline_path.parent
+    notes: list[str] = []
+    pipeline = _read_json(pipeline_path, "pipeline.json", notes) or {}
+    grid = pipeline.get("grid")
+    stages = pipeline.get("stages") if isinstance(pipeline.get("stages"), dict) else {}
+    stage_info = {}
+    for stage in STAGES:
+        info = stages.get(stage)
+        if not isinstance(info, dict):
+            stage_info[stage] = {"status": None, "seconds": None}
+            notes.append(f"stage `{stage}` not recorded in pipeline.json")
+            continue
+        status = info.get("status")
+        seconds = info.get("seconds")
+        stage_info[stage] = {"status": status, "seconds": float(seconds) if isinstance(seconds, int | float) else None}
+        if status != "done":
+            error = f": {info['error']}" if info.get("error") else ""
+            notes.append(f"stage `{stage}` {status or 'not run'}{error}")
+
+    metrics = _read_json(run_dir / METRICS, "evaluate metrics", notes) if stage_info["evaluate"]["status"] == "done" \
+        else None
+    samples = _read_json(run_dir / SAMPLES_JSON, "samples.json", notes) if stage_info["sample"]["status"] == "done" \
+        else None
+    recon = (metrics or {}).get("reconstruction") or {}
+    prior = (metrics or {}).get("prior") or {}
+    generation = (metrics or {}).get("generation") or {}
+    for name, section in (("reconstruction", recon), ("prior", prior), ("generation", generation)):
+        if metrics is not None and section.get("skipped"):
+            notes.append(f"{name} metrics skipped: {section['skipped']}")
+    return {
+        "run_dir": run_dir,
+        "grid": grid,
+        "grid_value": _grid_value(grid),
+        "overrides": pipeline.get("overrides") or [],
+        "stages": stage_info,
+        "psnr": _number(recon, "psnr"),
+        "ssim": _number(recon, "ssim"),
+        "codebook_usage": _number(recon, "codebook_usage"),
+        "perplexity": _number(recon, "perplexity"),
+        "bits_per_dim": _number(prior, "bits_per_dim"),
+        "marginal_bits_per_dim": _number(prior, "marginal_bits_per_dim"),
+        "fid": _number(generation, "fid"),
+        "kid_mean": _number(generation, "kid_mean"),
+        "kid_std": _number(generation, "kid_std"),
+        "generation_skipped": bool(generation.get("skipped")),
+        "seconds_per_image": _number(samples, "seconds_per_image"),
+        "reconstructions": run_dir / RECONSTRUCTIONS if (run_dir / RECONSTRUCTIONS).is_file() else None,
+        "samples_grid": run_dir / SAMPLES_GRID if (run_dir / SAMPLES_GRID).is_file() else None,
+        "notes": notes,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ formatting
+def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
+    return DASH if value is None else f"{value:{spec}}{suffix}"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def _grid_label(grid) -> str:
+    if isinstance(grid, int):
+        return f"{grid}x{grid}"
+    if isinstance(grid, list | tuple) and grid:
+        return "x".join(str(g) for g in grid)
+    return "?"
+
+
+def _link(path: Path | None, base: Path, alt: str) -> str:
+    if path is None:
+        return DASH
+    return f"![{alt}]({_rel(path, base)})"
+
+
+def _rel(path: Path, base: Path) -> str:
+    return Path(os.path.relpath(path, base)).as_posix()
+
+
+def _row(run: dict, base: Path) -> list[str]:
+    usage = DASH
+    if run["codebook_usage"] is not None:
+        usage = f"{run['codebook_usage']:.0%}"
+        if run["perplexity"] is not None:
+            usage += f" (ppl {run['perplexity']:.1f})"
+    if run["fid"] is not None:
+        fid = f"{run['fid']:.2f}"
+        kid = _fmt(run["kid_mean"], ".4f") + (f" ± {run['kid_std']:.4f}" if run["kid_std"] is not None else "")
+    else:
+        fid = kid = "skipped" if run["generation_skipped"] else DASH
+    stages = run["stages"]
+    return [
+        _grid_label(run["grid"]),
+        f"[{_rel(run['run_dir'], base)}]({_rel(run['run_dir'], base)})",
+        _fmt(run["psnr"], ".2f"),
+        _fmt(run["ssim"], ".3f"),
+        usage,
+        _fmt(run["bits_per_dim"], ".3f"),
+        _fmt(run["marginal_bits_per_dim"], ".3f"),
+        fid,
+        kid,
+        _duration(stages["vqvae"]["seconds"] if stages["vqvae"]["status"] == "done" else None),
+        _duration(stages["pixelcnn"]["seconds"] if stages["pixelcnn"]["status"] == "done" else None),
+        _fmt(run["seconds_per_image"], ".3g", " s"),
+    ]
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return lines
+
+
+def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> str:
+    """The report's markdown; links are relative to `base` (the report's folder)."""
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    lines = [f"# Sweep report: {sweep_dir.name}", "",
+             f"{len(runs)} run(s) below `{sweep_dir}`, generated {now}. "
+             "Metrics on the test split; bits/dim per grid position (lower is better; the marginal "
+             "baseline uses only per-position code frequencies from the train split).", ""]
+    header = ["grid", "run", "PSNR (dB)", "SSIM", "codebook usage", "prior bits/dim", "marginal bits/dim",
+              "FID", "KID", "VQ-VAE train", "PixelCNN train", "sampling / image"]
+    lines += _table(header, [_row(r, base) for r in runs])
+
+    lines += ["", "## Stages", ""]
+    stage_rows = []
+    for run in runs:
+        cells = [_grid_label(run["grid"])]
+        for stage in STAGES:
+            info = run["stages"][stage]
+            if info["status"] == "done":
+                cells.append(f"done, {_duration(info['seconds'])}")
+            else:
+                cells.append(info["status"] or DASH)
+        stage_rows.append(cells)
+    lines += _table(["grid", *STAGES], stage_rows)
+
+    lines += ["", "## Pictures", "", "Reconstructions: test originals (top) above their reconstructions (bottom).", ""]
+    lines += _table(["grid", "reconstructions", "samples"],
+                    [[_grid_label(r["grid"]), _link(r["reconstructions"], base, f"{_grid_label(r['grid'])} reconstructions"),
+                      _link(r["samples_grid"], base, f"{_grid_label(r['grid'])} samples")] for r in runs])
+    if plot is not None:
+        lines += ["", "## Metrics against grid size", "", f"![metrics vs grid size]({_rel(plot, base)})"]
+
+    notes = [(r, n) for r in runs for n in r["notes"]]
+    if notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {_grid_label(r['grid'])} (`{_rel(r['run_dir'], base)}`): {n}"
+                  for r, n in notes]
+    overrides = [r for r in runs if r["overrides"]]
+    if overrides:
+        lines += ["", "## Overrides", ""]
+        lines += [f"- {_grid_label(r['grid'])}: `{' '.join(map(str, r['overrides']))}`" for r in overrides]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------------ plot
+def plot_metrics(runs: list[dict], path: Path) -> Path:
+    """PSNR, bits/dim (prior and marginal baseline) and FID against the grid size, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [r for r in runs if r["grid_value"] is not None]
+    grids = sorted({r["grid_value"] for r in runs})
+    panels = [("reconstruction PSNR (dB)", [("psnr", "VQ-VAE", "-o")]),
+              ("prior bits/dim (test)", [("bits_per_dim", "PixelCNN", "-o"),
+                                         ("marginal_bits_per_dim", "marginal baseline", "--s")]),
+              ("FID (test)", [("fid", "samples vs test", "-o")])]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (title, series) in zip(axes, panels, strict=True):
+        drawn = False
+        for key, label, style in series:
+            points = sorted((r["grid_value"], r[key]) for r in runs if r[key] is not None)
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
+                drawn = True
+        if not drawn:
+            ax.text(0.5, 0.5, "skipped / no data" if "FID" in title else "no data", ha="center", va="center",
+                    transform=ax.transAxes, color="gray")
+        elif len(series) > 1:
+            ax.legend(fontsize=8)
+        if grids:
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(grids, [str(g) for g in grids])
+            ax.set_xlim(min(grids) / 1.4, max(grids) * 1.4)
+        ax.set_xlabel("latent grid size")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------------- API
+def find_pipelines(sweep_dir: str | Path) -> list[Path]:
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist")
+    found = sorted(p for p in sweep_dir.rglob(PIPELINE) if not any(part.startswith(".") for part in p.parts[-3:]))
+    if not found:
+        raise FileNotFoundError(f"no {PIPELINE} below {sweep_dir}: pass the output folder of a "
+                                "`python -m lesion_lightning.pipeline` run or multirun sweep")
+    return found
+
+
+def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write `report.md` (default SWEEP_DIR/report.md) and `metrics_vs_grid.png` beside it; return the report."""
+    sweep_dir = Path(sweep_dir).resolve()
+    runs = [collect_run(p) for p in find_pipelines(sweep_dir)]
+    runs.sort(key=lambda r: (r["grid_value"] is None, r["grid_value"] or 0, str(r["run_dir"])))
+    out = Path(out).resolve() if out else sweep_dir / "report.md"
+    plot = plot_metrics(runs, out.parent / PLOT)
+    atomic_write_text(out, render(runs, sweep_dir, out.parent, plot))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lesion_lightning.report", description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir", help="folder holding the pipeline run(s): searched for pipeline.json")
+    parser.add_argument("--out", default=None, help="report path (default SWEEP_DIR/report.md)")
+    args = parser.parse_args(argv)
+    try:
+        path = write_report(args.sweep_dir, args.out)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
