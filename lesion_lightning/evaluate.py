@@ -10,6 +10,7 @@ logger=wandb|csv|tensorboard as for training, W&B offline without credentials).
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -53,8 +54,9 @@ FLAT_KEYS = {
 
 # ---------------------------------------------------------------------------------------------- reconstruction
 @torch.no_grad()
-def reconstruction_metrics(vqvae, dataset, batch_size: int, device: torch.device, num_workers: int = 0,
-                           num_images: int = 8) -> tuple[dict, torch.Tensor | None]:
+def reconstruction_metrics(
+    vqvae, dataset, batch_size: int, device: torch.device, num_workers: int = 0, num_images: int = 8
+) -> tuple[dict, torch.Tensor | None]:
     """MSE / PSNR / SSIM of clamped reconstructions and codebook usage over the whole dataset.
 
     Returns the section dict and a picture (originals row above reconstructions row), or None.
@@ -105,32 +107,44 @@ def prior_section(cfg: DictConfig, pixelcnn, vqvae_fingerprint: str, device: tor
         return {"skipped": "no prior given: pass pixelcnn_ckpt=PATH (and/or index_dir=<encode output>)"}
     source = "index_dir" if cfg.index_dir else f"index_dataset recorded in pixelcnn_ckpt={cfg.pixelcnn_ckpt}"
     if not (Path(index_dir) / MANIFEST).is_file():
-        raise FileNotFoundError(f"{source}: {index_dir} holds no {MANIFEST}; pass index_dir=<the indices folder "
-                                "written by `python -m lesion_lightning.encode`>")
+        raise FileNotFoundError(
+            f"{source}: {index_dir} holds no {MANIFEST}; pass index_dir=<the indices folder "
+            "written by `python -m lesion_lightning.encode`>"
+        )
     manifest = read_manifest(index_dir)
     if manifest["vqvae"]["fingerprint"] != vqvae_fingerprint:
-        raise ValueError(f"mismatched index dataset: {index_dir} was encoded by VQ-VAE "
-                         f"{manifest['vqvae']['checkpoint']}, not vqvae_ckpt={cfg.vqvae_ckpt}; pass the matching "
-                         "index_dir (or VQ-VAE checkpoint)")
+        raise ValueError(
+            f"mismatched index dataset: {index_dir} was encoded by VQ-VAE "
+            f"{manifest['vqvae']['checkpoint']}, not vqvae_ckpt={cfg.vqvae_ckpt}; pass the matching "
+            "index_dir (or VQ-VAE checkpoint)"
+        )
     num_codes, grid = int(manifest["num_codes"]), list(manifest["grid_size"])
     split = cfg.split
     if manifest["splits"].get(split, 0) == 0:
         return {"skipped": f"the index dataset {index_dir} has no `{split}` split"}
     test = IndexDataset(index_dir, split)
-    section: dict = {"index_dir": str(index_dir), "num_grids": len(test), "grid_size": grid,
-                     "num_codes": num_codes, "uniform_bits_per_dim": math.log2(num_codes)}
+    section: dict = {
+        "index_dir": str(index_dir),
+        "num_grids": len(test),
+        "grid_size": grid,
+        "num_codes": num_codes,
+        "uniform_bits_per_dim": math.log2(num_codes),
+    }
     notes = []
     if pixelcnn is not None:
         if list(pixelcnn.hparams.get("grid_size") or grid) != grid or pixelcnn.net.num_codes != num_codes:
-            raise ValueError(f"pixelcnn_ckpt={cfg.pixelcnn_ckpt} models {pixelcnn.hparams.get('grid_size')} grids of "
-                             f"{pixelcnn.net.num_codes} codes, but {index_dir} holds {grid} grids of {num_codes}")
+            raise ValueError(
+                f"pixelcnn_ckpt={cfg.pixelcnn_ckpt} models {pixelcnn.hparams.get('grid_size')} grids of "
+                f"{pixelcnn.net.num_codes} codes, but {index_dir} holds {grid} grids of {num_codes}"
+            )
         section["bits_per_dim"] = model_bits_per_dim(pixelcnn, test, cfg.batch_size, device, cfg.num_workers)
     else:
         notes.append("no pixelcnn_ckpt: only the marginal baseline")
     if manifest["splits"].get("train", 0) > 0:
         train = IndexDataset(index_dir, "train")
-        section["marginal_bits_per_dim"] = marginal_bits_per_dim(train.indices, test.indices, num_codes,
-                                                                 alpha=cfg.eval.marginal_smoothing)
+        section["marginal_bits_per_dim"] = marginal_bits_per_dim(
+            train.indices, test.indices, num_codes, alpha=cfg.eval.marginal_smoothing
+        )
     else:
         notes.append("no train split in the index dataset: marginal baseline not computed")
     if notes:
@@ -146,8 +160,12 @@ def _feature_extractor(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.
         if not isinstance(module, torch.nn.Module):
             raise TypeError(f"eval.feature_extractor must build an nn.Module, got {type(module).__name__}")
         return module.to(device).eval(), str(custom.get("_target_", type(module).__name__))
-    module = build_inception(int(cfg.eval.fid_feature), cfg.eval.inception_weights, bool(cfg.eval.allow_download),
-                             float(cfg.eval.download_probe_timeout))
+    module = build_inception(
+        int(cfg.eval.fid_feature),
+        cfg.eval.inception_weights,
+        bool(cfg.eval.allow_download),
+        float(cfg.eval.download_probe_timeout),
+    )
     return module.to(device), f"inception-v3-compat/{cfg.eval.fid_feature}"
 
 
@@ -158,27 +176,37 @@ def generation_section(cfg: DictConfig, real_dataset, vqvae_fingerprint: str, de
     files = sample_files(cfg.samples_dir)
     meta_path = Path(cfg.samples_dir) / "samples.json"
     if meta_path.is_file():
-        import json
-
         recorded = json.loads(meta_path.read_text()).get("vqvae_fingerprint")
         if recorded and recorded != vqvae_fingerprint:
-            raise ValueError(f"mismatched samples: {cfg.samples_dir} was decoded by another VQ-VAE than "
-                             f"vqvae_ckpt={cfg.vqvae_ckpt} (see {meta_path}); pass the matching pair")
+            raise ValueError(
+                f"mismatched samples: {cfg.samples_dir} was decoded by another VQ-VAE than "
+                f"vqvae_ckpt={cfg.vqvae_ckpt} (see {meta_path}); pass the matching pair"
+            )
     num_real = min(int(cfg.eval.max_real), len(real_dataset))
     try:
         extractor, name = _feature_extractor(cfg, device)
         fake = extract_features(extractor, read_images(files, cfg.batch_size), device)
         size = tuple(next(read_images(files[:1], 1)).shape[-2:])
-        loader = DataLoader(Subset(real_dataset, range(num_real)), batch_size=cfg.batch_size, shuffle=False,
-                            num_workers=cfg.num_workers)
+        loader = DataLoader(
+            Subset(real_dataset, range(num_real)),
+            batch_size=cfg.batch_size,
+            shuffle=False,
+            num_workers=cfg.num_workers,
+        )
         # real images resized (if needed) to the samples' size, so both sides see the same resolution
         real = extract_features(extractor, (b["image"] for b in loader), device, size=size)
         scores = fid_kid(real, fake, int(cfg.eval.kid_subset_size), int(cfg.eval.kid_subsets), int(cfg.seed))
     except GenerationUnavailable as err:
         log.warning("FID/KID skipped: %s", err)
         return {"skipped": str(err)}
-    return {**scores, "num_real": num_real, "num_generated": len(files), "image_size": list(size),
-            "feature_extractor": name, "samples_dir": str(cfg.samples_dir)}
+    return {
+        **scores,
+        "num_real": num_real,
+        "num_generated": len(files),
+        "image_size": list(size),
+        "feature_extractor": name,
+        "samples_dir": str(cfg.samples_dir),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------- outputs
@@ -206,8 +234,11 @@ def format_table(results: dict, split: str = "test") -> str:
 
 
 def _settings(cfg: DictConfig) -> dict:
-    return {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in cfg.items() if k != "hydra"}
+    return {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in cfg.items()
+        if k != "hydra"
+    }
 
 
 def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:
@@ -223,11 +254,16 @@ def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:
             logger.log_metrics(flat, step=0)
             if isinstance(logger, WandbLogger):
                 if picture.is_file():
-                    logger.log_image(f"{cfg.split}/reconstructions", [str(picture)],
-                                     caption=["top: originals, bottom: reconstructions"])
+                    logger.log_image(
+                        f"{cfg.split}/reconstructions",
+                        [str(picture)],
+                        caption=["top: originals, bottom: reconstructions"],
+                    )
                 for section in SECTIONS:
                     if (results.get(section) or {}).get("skipped"):
-                        logger.experiment.summary[f"{cfg.split}/{section}_skipped"] = results[section]["skipped"]
+                        logger.experiment.summary[f"{cfg.split}/{section}_skipped"] = results[section][
+                            "skipped"
+                        ]
             logger.save()
             logger.finalize("success")
     finally:
@@ -259,7 +295,8 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     log.info("Reconstruction metrics on %d %s images", len(real_dataset), cfg.split)
     results["reconstruction"], picture = reconstruction_metrics(
-        vqvae, real_dataset, cfg.batch_size, device, cfg.num_workers, int(cfg.eval.num_reconstructions))
+        vqvae, real_dataset, cfg.batch_size, device, cfg.num_workers, int(cfg.eval.num_reconstructions)
+    )
     if picture is not None:
         save_png(picture, out_dir / "reconstructions.png")
     results["prior"] = prior_section(cfg, pixelcnn, vqvae_fingerprint, device)

@@ -76,15 +76,24 @@ def collect_run(pipeline_path: Path) -> dict:
             continue
         status = info.get("status")
         seconds = info.get("seconds")
-        stage_info[stage] = {"status": status, "seconds": float(seconds) if isinstance(seconds, int | float) else None}
+        stage_info[stage] = {
+            "status": status,
+            "seconds": float(seconds) if isinstance(seconds, int | float) else None,
+        }
         if status != "done":
             error = f": {info['error']}" if info.get("error") else ""
             notes.append(f"stage `{stage}` {status or 'not run'}{error}")
 
-    metrics = _read_json(run_dir / METRICS, "evaluate metrics", notes) if stage_info["evaluate"]["status"] == "done" \
+    metrics = (
+        _read_json(run_dir / METRICS, "evaluate metrics", notes)
+        if stage_info["evaluate"]["status"] == "done"
         else None
-    samples = _read_json(run_dir / SAMPLES_JSON, "samples.json", notes) if stage_info["sample"]["status"] == "done" \
+    )
+    samples = (
+        _read_json(run_dir / SAMPLES_JSON, "samples.json", notes)
+        if stage_info["sample"]["status"] == "done"
         else None
+    )
     recon = (metrics or {}).get("reconstruction") or {}
     prior = (metrics or {}).get("prior") or {}
     generation = (metrics or {}).get("generation") or {}
@@ -155,7 +164,9 @@ def _row(run: dict, base: Path) -> list[str]:
             usage += f" (ppl {run['perplexity']:.1f})"
     if run["fid"] is not None:
         fid = f"{run['fid']:.2f}"
-        kid = _fmt(run["kid_mean"], ".4f") + (f" ± {run['kid_std']:.4f}" if run["kid_std"] is not None else "")
+        kid = _fmt(run["kid_mean"], ".4f") + (
+            f" ± {run['kid_std']:.4f}" if run["kid_std"] is not None else ""
+        )
     else:
         fid = kid = "skipped" if run["generation_skipped"] else DASH
     stages = run["stages"]
@@ -184,12 +195,28 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> str:
     """The report's markdown; links are relative to `base` (the report's folder)."""
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    lines = [f"# Sweep report: {sweep_dir.name}", "",
-             f"{len(runs)} run(s) below `{sweep_dir}`, generated {now}. "
-             "Metrics on the test split; bits/dim per grid position (lower is better; the marginal "
-             "baseline uses only per-position code frequencies from the train split).", ""]
-    header = ["grid", "run", "PSNR (dB)", "SSIM", "codebook usage", "prior bits/dim", "marginal bits/dim",
-              "FID", "KID", "VQ-VAE train", "PixelCNN train", "sampling / image"]
+    lines = [
+        f"# Sweep report: {sweep_dir.name}",
+        "",
+        f"{len(runs)} run(s) below `{sweep_dir}`, generated {now}. "
+        "Metrics on the test split; bits/dim per grid position (lower is better; the marginal "
+        "baseline uses only per-position code frequencies from the train split).",
+        "",
+    ]
+    header = [
+        "grid",
+        "run",
+        "PSNR (dB)",
+        "SSIM",
+        "codebook usage",
+        "prior bits/dim",
+        "marginal bits/dim",
+        "FID",
+        "KID",
+        "VQ-VAE train",
+        "PixelCNN train",
+        "sampling / image",
+    ]
     lines += _table(header, [_row(r, base) for r in runs])
 
     lines += ["", "## Stages", ""]
@@ -205,18 +232,31 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
         stage_rows.append(cells)
     lines += _table(["grid", *STAGES], stage_rows)
 
-    lines += ["", "## Pictures", "", "Reconstructions: test originals (top) above their reconstructions (bottom).", ""]
-    lines += _table(["grid", "reconstructions", "samples"],
-                    [[_grid_label(r["grid"]), _link(r["reconstructions"], base, f"{_grid_label(r['grid'])} reconstructions"),
-                      _link(r["samples_grid"], base, f"{_grid_label(r['grid'])} samples")] for r in runs])
+    lines += [
+        "",
+        "## Pictures",
+        "",
+        "Reconstructions: test originals (top) above their reconstructions (bottom).",
+        "",
+    ]
+    lines += _table(
+        ["grid", "reconstructions", "samples"],
+        [
+            [
+                _grid_label(r["grid"]),
+                _link(r["reconstructions"], base, f"{_grid_label(r['grid'])} reconstructions"),
+                _link(r["samples_grid"], base, f"{_grid_label(r['grid'])} samples"),
+            ]
+            for r in runs
+        ],
+    )
     if plot is not None:
         lines += ["", "## Metrics against grid size", "", f"![metrics vs grid size]({_rel(plot, base)})"]
 
     notes = [(r, n) for r in runs for n in r["notes"]]
     if notes:
         lines += ["", "## Notes", ""]
-        lines += [f"- {_grid_label(r['grid'])} (`{_rel(r['run_dir'], base)}`): {n}"
-                  for r, n in notes]
+        lines += [f"- {_grid_label(r['grid'])} (`{_rel(r['run_dir'], base)}`): {n}" for r, n in notes]
     overrides = [r for r in runs if r["overrides"]]
     if overrides:
         lines += ["", "## Overrides", ""]
@@ -234,10 +274,14 @@ def plot_metrics(runs: list[dict], path: Path) -> Path:
 
     runs = [r for r in runs if r["grid_value"] is not None]
     grids = sorted({r["grid_value"] for r in runs})
-    panels = [("reconstruction PSNR (dB)", [("psnr", "VQ-VAE", "-o")]),
-              ("prior bits/dim (test)", [("bits_per_dim", "PixelCNN", "-o"),
-                                         ("marginal_bits_per_dim", "marginal baseline", "--s")]),
-              ("FID (test)", [("fid", "samples vs test", "-o")])]
+    panels = [
+        ("reconstruction PSNR (dB)", [("psnr", "VQ-VAE", "-o")]),
+        (
+            "prior bits/dim (test)",
+            [("bits_per_dim", "PixelCNN", "-o"), ("marginal_bits_per_dim", "marginal baseline", "--s")],
+        ),
+        ("FID (test)", [("fid", "samples vs test", "-o")]),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (title, series) in zip(axes, panels, strict=True):
         drawn = False
@@ -247,8 +291,15 @@ def plot_metrics(runs: list[dict], path: Path) -> Path:
                 ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
                 drawn = True
         if not drawn:
-            ax.text(0.5, 0.5, "skipped / no data" if "FID" in title else "no data", ha="center", va="center",
-                    transform=ax.transAxes, color="gray")
+            ax.text(
+                0.5,
+                0.5,
+                "skipped / no data" if "FID" in title else "no data",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                color="gray",
+            )
         elif len(series) > 1:
             ax.legend(fontsize=8)
         if grids:
@@ -272,10 +323,14 @@ def find_pipelines(sweep_dir: str | Path) -> list[Path]:
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep folder {sweep_dir} does not exist")
-    found = sorted(p for p in sweep_dir.rglob(PIPELINE) if not any(part.startswith(".") for part in p.parts[-3:]))
+    found = sorted(
+        p for p in sweep_dir.rglob(PIPELINE) if not any(part.startswith(".") for part in p.parts[-3:])
+    )
     if not found:
-        raise FileNotFoundError(f"no {PIPELINE} below {sweep_dir}: pass the output folder of a "
-                                "`python -m lesion_lightning.pipeline` run or multirun sweep")
+        raise FileNotFoundError(
+            f"no {PIPELINE} below {sweep_dir}: pass the output folder of a "
+            "`python -m lesion_lightning.pipeline` run or multirun sweep"
+        )
     return found
 
 
@@ -291,7 +346,9 @@ def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lesion_lightning.report", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m lesion_lightning.report", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("sweep_dir", help="folder holding the pipeline run(s): searched for pipeline.json")
     parser.add_argument("--out", default=None, help="report path (default SWEEP_DIR/report.md)")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from lesion_lightning.utils.config import fill_model_from_data, save_resolved_config
+from lesion_lightning.utils.hydra_ddp import pin_ddp_relaunch_to_this_job, reset_distributed_after_job
 from lesion_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from lesion_lightning.utils.wandb_utils import finish_wandb
 
@@ -57,7 +58,11 @@ def _flat_config(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics, _ = train(cfg)
+    pin_ddp_relaunch_to_this_job()
+    try:
+        metrics, _ = train(cfg)
+    finally:
+        reset_distributed_after_job()
     # sweepers (Optuna, ...) minimise what the entry point returns
     return metrics.get(cfg.get("optimized_metric", "val/loss"))
 

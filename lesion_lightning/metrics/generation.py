@@ -24,9 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-INCEPTION_URL = (
-    "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
-)
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FILENAME = INCEPTION_URL.rsplit("/", 1)[-1]
 INCEPTION_FEATURES = (64, 192, 768, 2048)
 
@@ -67,8 +65,12 @@ def _reachable(host: str, port: int, timeout: float) -> bool:
     return bool(result and result[0])
 
 
-def build_inception(feature_dim: int = 2048, weights_path: str | Path | None = None, allow_download: bool = True,
-                    probe_timeout: float = 5.0) -> nn.Module:
+def build_inception(
+    feature_dim: int = 2048,
+    weights_path: str | Path | None = None,
+    allow_download: bool = True,
+    probe_timeout: float = 5.0,
+) -> nn.Module:
     """torchmetrics' Inception-v3 (uint8 (N, 3, H, W) -> (N, feature_dim)), or GenerationUnavailable.
 
     Order: an explicit weights file (a missing or unreadable one is an error: the user asked for it),
@@ -79,30 +81,47 @@ def build_inception(feature_dim: int = 2048, weights_path: str | Path | None = N
     if weights_path is not None:
         weights_path = Path(weights_path).expanduser()
         if not weights_path.is_file():
-            raise FileNotFoundError(f"eval.inception_weights={weights_path}: no such file; download {INCEPTION_URL}")
+            raise FileNotFoundError(
+                f"eval.inception_weights={weights_path}: no such file; download {INCEPTION_URL}"
+            )
     from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 
     if not _TORCH_FIDELITY_AVAILABLE:
-        raise GenerationUnavailable(enable_message("torch-fidelity is not installed (`pip install torch-fidelity`)"))
+        raise GenerationUnavailable(
+            enable_message("torch-fidelity is not installed (`pip install torch-fidelity`)")
+        )
     from torchmetrics.image.fid import NoTrainInceptionV3
 
     if weights_path is None and not inception_cache_path().is_file():
         if not allow_download:
-            raise GenerationUnavailable(enable_message(
-                f"no Inception weights (eval.inception_weights is null, {inception_cache_path()} does not exist "
-                "and eval.allow_download=false)"))
+            raise GenerationUnavailable(
+                enable_message(
+                    f"no Inception weights (eval.inception_weights is null, {inception_cache_path()} does not exist "
+                    "and eval.allow_download=false)"
+                )
+            )
         if not _reachable("github.com", 443, probe_timeout):
-            raise GenerationUnavailable(enable_message(
-                f"no Inception weights (eval.inception_weights is null, {inception_cache_path()} does not exist) "
-                f"and github.com is unreachable (no network within {probe_timeout:g} s)"))
+            raise GenerationUnavailable(
+                enable_message(
+                    f"no Inception weights (eval.inception_weights is null, {inception_cache_path()} does not exist) "
+                    f"and github.com is unreachable (no network within {probe_timeout:g} s)"
+                )
+            )
     try:
-        return NoTrainInceptionV3(name="inception-v3-compat", features_list=[str(feature_dim)],
-                                  feature_extractor_weights_path=str(weights_path) if weights_path else None)
+        return NoTrainInceptionV3(
+            name="inception-v3-compat",
+            features_list=[str(feature_dim)],
+            feature_extractor_weights_path=str(weights_path) if weights_path else None,
+        )
     except Exception as err:  # noqa: BLE001 - a failed download or a wrong file, reported with its cause
         if weights_path is not None:
-            raise ValueError(f"eval.inception_weights={weights_path} is not torch-fidelity's Inception weights "
-                             f"file ({INCEPTION_FILENAME}): {err}") from err
-        raise GenerationUnavailable(enable_message(f"downloading the Inception weights failed ({err})")) from err
+            raise ValueError(
+                f"eval.inception_weights={weights_path} is not torch-fidelity's Inception weights "
+                f"file ({INCEPTION_FILENAME}): {err}"
+            ) from err
+        raise GenerationUnavailable(
+            enable_message(f"downloading the Inception weights failed ({err})")
+        ) from err
 
 
 class RandomConvFeatures(nn.Module):
@@ -118,9 +137,12 @@ class RandomConvFeatures(nn.Module):
         with torch.random.fork_rng(devices=[]):  # same weights every time, global RNG untouched
             torch.manual_seed(seed)
             self.net = nn.Sequential(
-                nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
-                nn.Conv2d(8, num_features, 3, stride=2, padding=1), nn.ReLU(),
-                nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                nn.Conv2d(3, 8, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.Conv2d(8, num_features, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
             )
         self.requires_grad_(False).eval()
 
@@ -148,8 +170,12 @@ def to_uint8(images: torch.Tensor, size: tuple[int, int] | None = None) -> torch
 
 
 @torch.no_grad()
-def extract_features(extractor: nn.Module, batches: Iterable[torch.Tensor], device: torch.device,
-                     size: tuple[int, int] | None = None) -> torch.Tensor:
+def extract_features(
+    extractor: nn.Module,
+    batches: Iterable[torch.Tensor],
+    device: torch.device,
+    size: tuple[int, int] | None = None,
+) -> torch.Tensor:
     """Float images in [0, 1], batch by batch -> (N, F) float64 features on the CPU."""
     feats = []
     for images in batches:
@@ -160,15 +186,18 @@ def extract_features(extractor: nn.Module, batches: Iterable[torch.Tensor], devi
     return torch.cat(feats)
 
 
-def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 50, kid_subsets: int = 100,
-            seed: int = 0) -> dict[str, float]:
+def fid_kid(
+    real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 50, kid_subsets: int = 100, seed: int = 0
+) -> dict[str, float]:
     """FID and KID (mean, std over subsets) from (N, F) real and (M, F) generated features."""
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 
     if len(real) < 2 or len(fake) < 2:
-        raise GenerationUnavailable(f"FID/KID need at least 2 real and 2 generated images, got "
-                                    f"{len(real)} real and {len(fake)} generated")
+        raise GenerationUnavailable(
+            f"FID/KID need at least 2 real and 2 generated images, got "
+            f"{len(real)} real and {len(fake)} generated"
+        )
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"real features have {real.shape[1]} dims, generated ones {fake.shape[1]}")
     dims = int(real.shape[1])
@@ -184,27 +213,36 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 50, k
     with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global RNG
         torch.manual_seed(seed)
         kid_mean, kid_std = kid.compute()
-    return {"fid": float(fid.compute()), "kid_mean": float(kid_mean), "kid_std": float(kid_std),
-            "kid_subset_size": subset, "num_features": dims}
+    return {
+        "fid": float(fid.compute()),
+        "kid_mean": float(kid_mean),
+        "kid_std": float(kid_std),
+        "kid_subset_size": subset,
+        "num_features": dims,
+    }
 
 
 def sample_files(samples_dir: str | Path) -> list[Path]:
     """The sample PNGs written by `lesion_lightning.sample` (grid.png excluded), in order."""
     samples_dir = Path(samples_dir)
     if not samples_dir.is_dir():
-        raise FileNotFoundError(f"samples_dir={samples_dir} does not exist; pass the `samples` folder written by "
-                                "`python -m lesion_lightning.sample`")
+        raise FileNotFoundError(
+            f"samples_dir={samples_dir} does not exist; pass the `samples` folder written by "
+            "`python -m lesion_lightning.sample`"
+        )
     files = sorted(samples_dir.glob("sample_*.png"))
     if not files:
-        raise FileNotFoundError(f"samples_dir={samples_dir} holds no sample_*.png files; pass the `samples` "
-                                "folder written by `python -m lesion_lightning.sample`")
+        raise FileNotFoundError(
+            f"samples_dir={samples_dir} holds no sample_*.png files; pass the `samples` "
+            "folder written by `python -m lesion_lightning.sample`"
+        )
     return files
 
 
 def read_images(files: list[Path], batch_size: int) -> Iterator[torch.Tensor]:
     """PNG files -> batches of (b, 3, H, W) float in [0, 1]."""
     for lo in range(0, len(files), batch_size):
-        arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files[lo:lo + batch_size]]
+        arrays = [np.asarray(Image.open(f).convert("RGB")) for f in files[lo : lo + batch_size]]
         sizes = {a.shape for a in arrays}
         if len(sizes) > 1:
             raise ValueError(f"sample images differ in size ({sorted(sizes)}) in {files[lo].parent}")

@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 
-def position_log_probs(train_grids: np.ndarray, num_codes: int, alpha: float = 1.0,
-                       chunk: int = 1024) -> np.ndarray:
+def position_log_probs(
+    train_grids: np.ndarray, num_codes: int, alpha: float = 1.0, chunk: int = 1024
+) -> np.ndarray:
     """Per-position code log-probabilities (nats) with add-alpha (Laplace for alpha=1) smoothing.
 
     (N, H, W) integer grids -> (H, W, K) float64; every code gets probability > 0, so a test grid
@@ -32,25 +33,30 @@ def position_log_probs(train_grids: np.ndarray, num_codes: int, alpha: float = 1
     counts = np.zeros(positions * num_codes, dtype=np.int64)
     offsets = np.arange(positions, dtype=np.int64) * num_codes  # (H*W,) start of each position's K bins
     for lo in range(0, n, chunk):  # chunks keep a memory-mapped 128x128 split from loading at once
-        codes = np.asarray(train_grids[lo:lo + chunk], dtype=np.int64).reshape(-1, positions)  # (b, H*W)
+        codes = np.asarray(train_grids[lo : lo + chunk], dtype=np.int64).reshape(-1, positions)  # (b, H*W)
         if codes.size and (codes.min() < 0 or codes.max() >= num_codes):
-            raise ValueError(f"code grid holds indices outside [0, {num_codes}): wrong num_codes for this data")
+            raise ValueError(
+                f"code grid holds indices outside [0, {num_codes}): wrong num_codes for this data"
+            )
         counts += np.bincount((codes + offsets).reshape(-1), minlength=positions * num_codes)
     counts = counts.reshape(h, w, num_codes).astype(np.float64)
     return np.log(counts + alpha) - np.log(n + alpha * num_codes)
 
 
-def marginal_bits_per_dim(train_grids: np.ndarray, test_grids: np.ndarray, num_codes: int,
-                          alpha: float = 1.0) -> float:
+def marginal_bits_per_dim(
+    train_grids: np.ndarray, test_grids: np.ndarray, num_codes: int, alpha: float = 1.0
+) -> float:
     """Mean -log2 p(code at (i, j)) on test grids under the train split's per-position frequencies."""
     log_p = position_log_probs(train_grids, num_codes, alpha)  # (H, W, K)
     if test_grids.shape[1:] != log_p.shape[:2]:
-        raise ValueError(f"test grids {tuple(test_grids.shape[1:])} and train grids {log_p.shape[:2]} differ in size")
+        raise ValueError(
+            f"test grids {tuple(test_grids.shape[1:])} and train grids {log_p.shape[:2]} differ in size"
+        )
     h, w = log_p.shape[:2]
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
     total, count = 0.0, 0
     for lo in range(0, len(test_grids), 1024):
-        codes = np.asarray(test_grids[lo:lo + 1024], dtype=np.int64)  # (b, H, W)
+        codes = np.asarray(test_grids[lo : lo + 1024], dtype=np.int64)  # (b, H, W)
         total -= float(log_p[rows, cols, codes].sum())
         count += codes.size
     if count == 0:
@@ -59,8 +65,9 @@ def marginal_bits_per_dim(train_grids: np.ndarray, test_grids: np.ndarray, num_c
 
 
 @torch.no_grad()
-def model_bits_per_dim(model: torch.nn.Module, dataset, batch_size: int, device: torch.device,
-                       num_workers: int = 0) -> float:
+def model_bits_per_dim(
+    model: torch.nn.Module, dataset, batch_size: int, device: torch.device, num_workers: int = 0
+) -> float:
     """Exact mean cross-entropy over every grid position of `dataset`, in bits.
 
     `model(indices (B, H, W), labels (B,)) -> logits (B, K, H, W)` (PixelCNNModule's forward); the sum

@@ -75,8 +75,8 @@ class VQVAEModule(L.LightningModule):
 
     def _log_usage(self, stage: str) -> None:
         stats = self.usage[stage].compute()
-        self.log(f"{stage}/codebook_usage", stats["codebook_usage"], prog_bar=stage == "val")
-        self.log(f"{stage}/perplexity", stats["perplexity"])
+        self.log(f"{stage}/codebook_usage", stats["codebook_usage"], prog_bar=stage == "val", sync_dist=True)
+        self.log(f"{stage}/perplexity", stats["perplexity"], sync_dist=True)
         self.usage[stage].reset()
 
     def on_validation_epoch_end(self) -> None:

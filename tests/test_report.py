@@ -1,0 +1,122 @@
+"""report: a sweep folder laid out like the pipeline's -> report.md with rows, picture links and a plot."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lesion_lightning.report import main, write_report
+
+STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate")
+
+
+def _png(path: Path, color: tuple[int, int, int]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (20, 10), color).save(path)
+
+
+def _run(sweep: Path, job: str, grid: int, metrics: dict | None, failed: str | None = None) -> Path:
+    """One pipeline run folder: pipeline.json, evaluate/metrics.json (if given), pictures, samples.json."""
+    run = sweep / job
+    stages = {s: {"status": "done", "seconds": 10.0 * (i + 1) * grid / 32} for i, s in enumerate(STAGES)}
+    if failed:
+        stages[failed] = {"status": "failed", "error": "RuntimeError: out of memory"}
+    run.mkdir(parents=True)
+    (run / "pipeline.json").write_text(
+        json.dumps({"grid": grid, "stages": stages, "overrides": [f"grid={grid}"]})
+    )
+    _png(run / "sample" / "samples" / "grid.png", (200, 100, 100))
+    (run / "sample" / "samples" / "samples.json").write_text(
+        json.dumps({"seconds_per_image": 0.125 * grid / 32})
+    )
+    if metrics is not None:
+        (run / "evaluate").mkdir()
+        (run / "evaluate" / "metrics.json").write_text(json.dumps(metrics))
+        _png(run / "evaluate" / "reconstructions.png", (100, 200, 100))
+    return run
+
+
+def _metrics(psnr: float, bpd: float, fid: float | None) -> dict:
+    generation = (
+        {"fid": fid, "kid_mean": 0.0123, "kid_std": 0.0004} if fid is not None else {"skipped": "no weights"}
+    )
+    return {
+        "reconstruction": {
+            "psnr": psnr,
+            "ssim": 0.8123,
+            "codebook_usage": 0.5,
+            "perplexity": 200.0,
+            "mse": 0.01,
+        },
+        "prior": {"bits_per_dim": bpd, "marginal_bits_per_dim": 7.5},
+        "generation": generation,
+    }
+
+
+def _rows(report: str) -> dict[str, list[str]]:
+    """First table of the report: grid label -> cells."""
+    table = report.split("## Stages")[0]
+    rows = [line for line in table.splitlines() if re.match(r"\| \d+x\d+ \|", line)]
+    return {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")] for r in rows}
+
+
+def test_report_has_one_row_per_grid_pictures_and_plot(tmp_path):
+    sweep = tmp_path / "sweep"
+    _run(sweep, "1", 64, _metrics(psnr=31.5, bpd=5.25, fid=42.0))
+    _run(sweep, "0", 32, _metrics(psnr=27.25, bpd=6.5, fid=None))
+    path = write_report(sweep)
+    assert path == sweep.resolve() / "report.md"
+    report = path.read_text()
+    rows = _rows(report)
+    assert list(rows) == ["32x32", "64x64"]  # sorted by grid size
+    assert "27.25" in rows["32x32"] and "6.500" in rows["32x32"] and "7.500" in rows["32x32"]
+    assert rows["32x32"].count("skipped") == 2  # FID and KID: skipped, no number
+    assert "31.50" in rows["64x64"] and "42.00" in rows["64x64"] and "0.0123 ± 0.0004" in rows["64x64"]
+    assert "50% (ppl 200.0)" in rows["64x64"]
+    assert rows["32x32"][9:11] == ["10.0 s", "30.0 s"]  # VQ-VAE and PixelCNN training time
+    assert "0.125 s" in rows["32x32"]  # sampling time per image
+
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
+    assert "0/evaluate/reconstructions.png" in links and "1/sample/samples/grid.png" in links
+    for link in links:  # every picture link resolves relative to the report
+        assert (path.parent / link).is_file(), link
+    plot = sweep / "metrics_vs_grid.png"
+    assert "metrics_vs_grid.png" in links
+    with Image.open(plot) as image:
+        assert image.format == "PNG" and image.size[0] > 300
+    assert not list(sweep.glob(".*tmp*"))  # written via temporary names, none left behind
+
+
+def test_missing_pieces_render_as_dashes_with_a_note(tmp_path):
+    sweep = tmp_path / "multirun"
+    _run(sweep, "0", 32, _metrics(psnr=27.0, bpd=6.0, fid=10.0))
+    _run(sweep, "1", 128, None, failed="evaluate")  # evaluate failed: no metrics.json, no reconstructions
+    bare = sweep / "2"
+    bare.mkdir()
+    (bare / "pipeline.json").write_text(json.dumps({"grid": 64, "stages": {"vqvae": {"status": "running"}}}))
+    report = write_report(sweep).read_text()
+    rows = _rows(report)
+    assert set(rows) == {"32x32", "64x64", "128x128"}
+    assert rows["128x128"][2:9] == ["—"] * 7  # PSNR, SSIM, usage, bits/dim, marginal, FID, KID
+    assert rows["128x128"][-1] == "0.5 s"  # what did finish still shows
+    assert rows["64x64"][2:] == ["—"] * 10
+    assert "stage `evaluate` failed: RuntimeError: out of memory" in report
+    assert "stage `vqvae` running" in report and "stage `pixelcnn` not recorded" in report
+    assert "| 128x128 | — | ![128x128 samples]" in report  # the picture that exists, a dash for the other
+    assert (sweep / "metrics_vs_grid.png").is_file()
+
+
+def test_cli_and_clear_error_without_runs(tmp_path, capsys):
+    _run(tmp_path / "s", "0", 32, _metrics(psnr=27.0, bpd=6.0, fid=None))
+    assert main([str(tmp_path / "s"), "--out", str(tmp_path / "out" / "r.md")]) == 0
+    assert (tmp_path / "out" / "r.md").is_file() and (tmp_path / "out" / "metrics_vs_grid.png").is_file()
+    assert "](../s/0/sample/samples/grid.png)" in (tmp_path / "out" / "r.md").read_text()
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty")]) == 2
+    assert "no pipeline.json below" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        write_report(tmp_path / "nope")
