@@ -125,12 +125,22 @@ class Pipeline:
         else:
             args = ["lesion_lightning.evaluate", f"vqvae_ckpt={self.checkpoint('vqvae')}",
                     f"pixelcnn_ckpt={self.checkpoint('pixelcnn')}", f"index_dir={self.dir('encode') / 'indices'}",
-                    f"samples_dir={self.dir('sample') / 'samples'}", f"out_dir={self.dir('evaluate')}"]
+                    f"samples_dir={self.dir('sample') / 'samples'}", f"out_dir={self.dir('evaluate')}",
+                    f"group={cfg.group}"]
         return [sys.executable, "-m", *args, *common, *user]
 
     def _resume(self, stage: str) -> list[str]:
         last = self.dir(stage) / "checkpoints" / "last.ckpt"
         return [f"ckpt_path={last}"] if last.is_file() else []
+
+    @staticmethod
+    def stage_env() -> dict[str, str]:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if env.get("SLURM_NTASKS") == "1":
+            # a one-task SLURM job (hydra/launcher=slurm): let Lightning start the DDP ranks on the
+            # job's GPUs itself, through its documented opt-out of the SLURM environment
+            env["SLURM_JOB_NAME"] = "interactive"
+        return env
 
     # ---------------------------------------------------------------- running
     def save(self) -> None:
@@ -155,7 +165,7 @@ class Pipeline:
             log.info("[%s] %s", stage, " ".join(cmd[2:]))
             start = time.perf_counter()
             self.dir(stage).mkdir(parents=True, exist_ok=True)
-            proc = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            proc = subprocess.run(cmd, env=self.stage_env())
             seconds = time.perf_counter() - start
             if proc.returncode != 0:
                 entry.update({"status": "failed", "returncode": proc.returncode, "seconds": spent + seconds})
