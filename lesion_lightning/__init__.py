@@ -1,2 +1,3 @@
 """lesion_lightning: VQ-VAE + Gated PixelCNN for dermoscopic lesion images."""
+
 __version__ = "0.1.0"

@@ -71,11 +71,17 @@ def run_bench(name: str, cfg: DictConfig, output_dir: str | Path) -> dict:
         raise SystemExit(f"unknown benchmark {name!r}; choose one of {sorted(BENCHES)}")
     module = importlib.import_module(BENCHES[name])
     result = module.run(cfg.bench)
-    report = {"benchmark": name, "machine": machine_info(),
-              "config": OmegaConf.to_container(cfg.bench, resolve=True), **result}
+    report = {
+        "benchmark": name,
+        "machine": machine_info(),
+        "config": OmegaConf.to_container(cfg.bench, resolve=True),
+        **result,
+    }
     path = atomic_write_json(Path(output_dir) / "bench.json", report)
-    print(f"\n{name} benchmark on {report['machine']['cpu']} "
-          f"({report['machine']['torch_threads']} torch threads, GPU: {report['machine']['gpu']})")
+    print(
+        f"\n{name} benchmark on {report['machine']['cpu']} "
+        f"({report['machine']['torch_threads']} torch threads, GPU: {report['machine']['gpu']})"
+    )
     print(format_table(result.get("rows", [])))
     for key, value in result.get("ratios", {}).items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")

@@ -40,8 +40,9 @@ def build_datamodule(vqvae_ckpt: str | Path, overrides: dict | None = None):
 
 
 @torch.no_grad()
-def encode_split(vqvae, dataset, batch_size: int, num_workers: int, out_path: Path, device: torch.device,
-                 desc: str) -> tuple[np.ndarray, float]:
+def encode_split(
+    vqvae, dataset, batch_size: int, num_workers: int, out_path: Path, device: torch.device, desc: str
+) -> tuple[np.ndarray, float]:
     """Encode one split into a uint16 .npy written in place (inside the caller's temp folder)."""
     n = len(dataset)
     h, w = vqvae.net.latent_shape(int(dataset[0]["image"].shape[-1])) if n else (0, 0)
@@ -53,8 +54,8 @@ def encode_split(vqvae, dataset, batch_size: int, num_workers: int, out_path: Pa
         for batch in loader:
             idx = vqvae.net.encode(batch["image"].to(device))
             b = idx.shape[0]
-            grids[done:done + b] = idx.cpu().numpy().astype(np.uint16)
-            labels[done:done + b] = batch["label"].numpy()
+            grids[done : done + b] = idx.cpu().numpy().astype(np.uint16)
+            labels[done : done + b] = batch["label"].numpy()
             done += b
             bar.update(b)
     grids.flush()
@@ -75,8 +76,15 @@ def encode(cfg: DictConfig) -> Path:
     with publish_dir(out_dir, overwrite=cfg.overwrite, what="index dataset") as tmp:
         for split in cfg.splits:
             dataset = dm.split_dataset(split, augment=False)
-            labels, rates[split] = encode_split(vqvae, dataset, cfg.batch_size, cfg.num_workers,
-                                                tmp / f"{split}_indices.npy", device, f"encode {split}")
+            labels, rates[split] = encode_split(
+                vqvae,
+                dataset,
+                cfg.batch_size,
+                cfg.num_workers,
+                tmp / f"{split}_indices.npy",
+                device,
+                f"encode {split}",
+            )
             np.save(tmp / f"{split}_labels.npy", labels)
             split_sizes[split] = len(dataset)
         image_size = int(dm.hparams.image_size)
@@ -98,10 +106,14 @@ def encode(cfg: DictConfig) -> Path:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         atomic_write_json(tmp / MANIFEST, manifest)
-    total_rate = sum(split_sizes.values()) / max(sum(split_sizes[s] / max(rates[s], 1e-9) for s in rates), 1e-9)
+    total_rate = sum(split_sizes.values()) / max(
+        sum(split_sizes[s] / max(rates[s], 1e-9) for s in rates), 1e-9
+    )
     log.info("Index dataset written to %s (%s, %.1f images/s)", out_dir, split_sizes, total_rate)
-    print(f"index dataset: {out_dir}  splits={split_sizes}  grid={manifest['grid_size']}  "
-          f"{total_rate:.1f} images/s")
+    print(
+        f"index dataset: {out_dir}  splits={split_sizes}  grid={manifest['grid_size']}  "
+        f"{total_rate:.1f} images/s"
+    )
     return out_dir
 
 

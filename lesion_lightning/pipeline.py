@@ -64,8 +64,10 @@ def num_downsamples(image_size: int, grid: int) -> int:
     ratio = image_size / grid
     n = round(math.log2(ratio)) if ratio >= 1 else -1
     if n < 1 or 2**n != ratio:
-        raise ValueError(f"grid={grid} must be image_size={image_size} divided by 2, 4, 8, ... "
-                         f"(e.g. 32, 64 or 128 for 256x256 images)")
+        raise ValueError(
+            f"grid={grid} must be image_size={image_size} divided by 2, 4, 8, ... "
+            f"(e.g. 32, 64 or 128 for 256x256 images)"
+        )
     return n
 
 
@@ -108,25 +110,51 @@ class Pipeline:
             data = [f"data={cfg.data.group}", f"data.image_size={cfg.image_size}"]
             if cfg.data.root:
                 data.append(f"data.root={cfg.data.root}")
-            args = ["lesion_lightning.train", f"experiment={cfg.vqvae_experiment}", *data,
-                    f"model.net.num_downsamples={num_downsamples(cfg.image_size, cfg.grid)}",
-                    f"group={cfg.group}", "task_name=vqvae", *self._resume("vqvae"), *cfg.train_overrides]
+            args = [
+                "lesion_lightning.train",
+                f"experiment={cfg.vqvae_experiment}",
+                *data,
+                f"model.net.num_downsamples={num_downsamples(cfg.image_size, cfg.grid)}",
+                f"group={cfg.group}",
+                "task_name=vqvae",
+                *self._resume("vqvae"),
+                *cfg.train_overrides,
+            ]
         elif stage == "encode":
-            args = ["lesion_lightning.encode", f"vqvae_ckpt={self.checkpoint('vqvae')}",
-                    f"out_dir={self.dir('encode') / 'indices'}", "overwrite=true"]
+            args = [
+                "lesion_lightning.encode",
+                f"vqvae_ckpt={self.checkpoint('vqvae')}",
+                f"out_dir={self.dir('encode') / 'indices'}",
+                "overwrite=true",
+            ]
         elif stage == "pixelcnn":
-            args = ["lesion_lightning.train", f"experiment={cfg.pixelcnn_experiment}",
-                    f"data.root={self.dir('encode') / 'indices'}", f"group={cfg.group}", "task_name=pixelcnn",
-                    *self._resume("pixelcnn"), *cfg.train_overrides]
+            args = [
+                "lesion_lightning.train",
+                f"experiment={cfg.pixelcnn_experiment}",
+                f"data.root={self.dir('encode') / 'indices'}",
+                f"group={cfg.group}",
+                "task_name=pixelcnn",
+                *self._resume("pixelcnn"),
+                *cfg.train_overrides,
+            ]
         elif stage == "sample":
-            args = ["lesion_lightning.sample", f"pixelcnn_ckpt={self.checkpoint('pixelcnn')}",
-                    f"vqvae_ckpt={self.checkpoint('vqvae')}", f"out_dir={self.dir('sample') / 'samples'}",
-                    "overwrite=true"]
+            args = [
+                "lesion_lightning.sample",
+                f"pixelcnn_ckpt={self.checkpoint('pixelcnn')}",
+                f"vqvae_ckpt={self.checkpoint('vqvae')}",
+                f"out_dir={self.dir('sample') / 'samples'}",
+                "overwrite=true",
+            ]
         else:
-            args = ["lesion_lightning.evaluate", f"vqvae_ckpt={self.checkpoint('vqvae')}",
-                    f"pixelcnn_ckpt={self.checkpoint('pixelcnn')}", f"index_dir={self.dir('encode') / 'indices'}",
-                    f"samples_dir={self.dir('sample') / 'samples'}", f"out_dir={self.dir('evaluate')}",
-                    f"group={cfg.group}"]
+            args = [
+                "lesion_lightning.evaluate",
+                f"vqvae_ckpt={self.checkpoint('vqvae')}",
+                f"pixelcnn_ckpt={self.checkpoint('pixelcnn')}",
+                f"index_dir={self.dir('encode') / 'indices'}",
+                f"samples_dir={self.dir('sample') / 'samples'}",
+                f"out_dir={self.dir('evaluate')}",
+                f"group={cfg.group}",
+            ]
         return [sys.executable, "-m", *args, *common, *user]
 
     def _resume(self, stage: str) -> list[str]:
@@ -170,8 +198,10 @@ class Pipeline:
             if proc.returncode != 0:
                 entry.update({"status": "failed", "returncode": proc.returncode, "seconds": spent + seconds})
                 self.save()
-                raise RuntimeError(f"pipeline stage `{stage}` failed (exit {proc.returncode}); its output is "
-                                   f"above and in {self.dir(stage)}. Re-run the same command to resume.")
+                raise RuntimeError(
+                    f"pipeline stage `{stage}` failed (exit {proc.returncode}); its output is "
+                    f"above and in {self.dir(stage)}. Re-run the same command to resume."
+                )
             entry.update({"status": "done", "seconds": spent + seconds})
             self.save()
         return self.state

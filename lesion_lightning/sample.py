@@ -29,8 +29,10 @@ def resolve_label(pixelcnn, label: str | int | None, n: int, device: torch.devic
     names = list(pixelcnn.hparams.get("class_names") or [])
     if not pixelcnn.conditional:
         if label is not None:
-            raise ValueError(f"label={label!r} given, but this PixelCNN is unconditional (trained with "
-                             "model.net.num_classes=0); drop `label` or train a conditional prior")
+            raise ValueError(
+                f"label={label!r} given, but this PixelCNN is unconditional (trained with "
+                "model.net.num_classes=0); drop `label` or train a conditional prior"
+            )
         return None
     if label is None:  # a mix of every class, in turn
         return torch.arange(n, device=device) % pixelcnn.net.num_classes
@@ -51,7 +53,9 @@ def sample(cfg: DictConfig) -> Path:
     pixelcnn = load_pixelcnn(cfg.pixelcnn_ckpt, device)
     vqvae_path = cfg.vqvae_ckpt or pixelcnn.hparams.get("vqvae_ckpt")
     if not vqvae_path:
-        raise ValueError("vqvae_ckpt is not set and the PixelCNN checkpoint records none; pass vqvae_ckpt=PATH")
+        raise ValueError(
+            "vqvae_ckpt is not set and the PixelCNN checkpoint records none; pass vqvae_ckpt=PATH"
+        )
     check_pair(pixelcnn, vqvae_path)
     vqvae = load_vqvae(vqvae_path, device)
     h, w = pixelcnn.hparams.grid_size
@@ -62,14 +66,24 @@ def sample(cfg: DictConfig) -> Path:
     num_batches = math.ceil(cfg.num_samples / cfg.batch_size)
     files, images, sample_labels = [], [], []
     start = time.perf_counter()
-    with publish_dir(out_dir, overwrite=cfg.overwrite, what="samples") as tmp, \
-            tqdm(total=num_batches * h, desc=f"sampling {h}x{w} ({cfg.sampler})", unit="row") as bar:
+    with (
+        publish_dir(out_dir, overwrite=cfg.overwrite, what="samples") as tmp,
+        tqdm(total=num_batches * h, desc=f"sampling {h}x{w} ({cfg.sampler})", unit="row") as bar,
+    ):
         for b in range(num_batches):
             lo, hi = b * cfg.batch_size, min((b + 1) * cfg.batch_size, cfg.num_samples)
             labels = labels_all[lo:hi] if labels_all is not None else None
             g = torch.Generator(device=device).manual_seed(int(cfg.seed) * 100_003 + b)
-            grids = pixelcnn.net.generate(hi - lo, h, w, labels=labels, temperature=cfg.temperature, generator=g,
-                                          progress=lambda *_: bar.update(1), method=cfg.sampler)
+            grids = pixelcnn.net.generate(
+                hi - lo,
+                h,
+                w,
+                labels=labels,
+                temperature=cfg.temperature,
+                generator=g,
+                progress=lambda *_: bar.update(1),
+                method=cfg.sampler,
+            )
             batch_images = vqvae.net.decode_indices(grids).clamp(0, 1).cpu()
             for i, image in enumerate(batch_images):
                 files.append(save_png(image, tmp / f"sample_{lo + i:04d}.png").name)
@@ -78,20 +92,25 @@ def sample(cfg: DictConfig) -> Path:
         seconds = time.perf_counter() - start
         images_t = torch.cat(images)
         save_png(make_grid(images_t, nrow=min(8, len(images_t)), padding=2, pad_value=1.0), tmp / "grid.png")
-        atomic_write_json(tmp / "samples.json", {
-            "pixelcnn_ckpt": str(Path(cfg.pixelcnn_ckpt).resolve()),
-            "vqvae_ckpt": str(Path(vqvae_path).resolve()),
-            "vqvae_fingerprint": fingerprint(vqvae_path),
-            "settings": OmegaConf.to_container(cfg, resolve=True),
-            "grid_size": [h, w],
-            "image_size": list(images_t.shape[-2:]),
-            "device": str(device),
-            "seconds": seconds,
-            "seconds_per_image": seconds / cfg.num_samples,
-            "files": files,
-            "labels": sample_labels,
-        })
-    print(f"{cfg.num_samples} samples ({seconds / cfg.num_samples:.2f} s/image) in {out_dir}; grid: {out_dir / 'grid.png'}")
+        atomic_write_json(
+            tmp / "samples.json",
+            {
+                "pixelcnn_ckpt": str(Path(cfg.pixelcnn_ckpt).resolve()),
+                "vqvae_ckpt": str(Path(vqvae_path).resolve()),
+                "vqvae_fingerprint": fingerprint(vqvae_path),
+                "settings": OmegaConf.to_container(cfg, resolve=True),
+                "grid_size": [h, w],
+                "image_size": list(images_t.shape[-2:]),
+                "device": str(device),
+                "seconds": seconds,
+                "seconds_per_image": seconds / cfg.num_samples,
+                "files": files,
+                "labels": sample_labels,
+            },
+        )
+    print(
+        f"{cfg.num_samples} samples ({seconds / cfg.num_samples:.2f} s/image) in {out_dir}; grid: {out_dir / 'grid.png'}"
+    )
     return out_dir
 
 

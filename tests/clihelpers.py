@@ -38,20 +38,36 @@ def compose_config(config_name: str, overrides: list[str], output_dir: Path) -> 
 def run_cli(module: str, *overrides: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run an entry point as a user would; fail with its output when it exits non-zero."""
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", module, *overrides], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     if proc.returncode != 0:
-        pytest.fail(f"{module} {' '.join(overrides)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
-                    f"\n--- stderr\n{proc.stderr[-6000:]}")
+        pytest.fail(
+            f"{module} {' '.join(overrides)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
+            f"\n--- stderr\n{proc.stderr[-6000:]}"
+        )
     return proc
 
 
 # tiny-but-real settings shared by the CLI tests
 TINY_VQVAE = [
-    "data=synthetic", "data.image_size=32", "data.synthetic.num_images=24", "data.batch_size=8",
-    "data.num_workers=0", "model.net.hidden_channels=16", "model.net.res_channels=8",
-    "model.net.num_res_blocks=1", "model.net.codebook_size=16", "model.net.code_dim=8",
-    "trainer=cpu", "trainer.max_epochs=1", "trainer.log_every_n_steps=1",
+    "data=synthetic",
+    "data.image_size=32",
+    "data.synthetic.num_images=24",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "model.net.hidden_channels=16",
+    "model.net.res_channels=8",
+    "model.net.num_res_blocks=1",
+    "model.net.codebook_size=16",
+    "model.net.code_dim=8",
+    "trainer=cpu",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
     "callbacks.rich_progress_bar=null",
 ]
-

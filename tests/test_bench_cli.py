@@ -13,7 +13,10 @@ from lesion_lightning.bench import _positional_to_override, format_table
 
 def test_positional_benchmark_name_becomes_override() -> None:
     assert _positional_to_override(["bench", "sampler", "bench.batch_size=2"]) == [
-        "bench", "bench=sampler", "bench.batch_size=2"]
+        "bench",
+        "bench=sampler",
+        "bench.batch_size=2",
+    ]
     assert _positional_to_override(["bench", "bench=data"]) == ["bench", "bench=data"]
     table = format_table([{"a": 1, "b": 2.5}, {"a": 10, "b": 0.125}])
     assert table.splitlines()[0].split() == ["a", "b"] and len(table.splitlines()) == 4
@@ -21,9 +24,17 @@ def test_positional_benchmark_name_becomes_override() -> None:
 
 @pytest.mark.slow
 def test_bench_train_writes_json(tmp_path: Path) -> None:
-    proc = run_cli("lesion_lightning.bench", "train", "bench.experiments=[quickstart,quickstart_pixelcnn]",
-                   "bench.image_size=32", "bench.batch_size=2", "bench.steps=1", "bench.warmup=0",
-                   "hydra.run.dir=b", cwd=tmp_path)
+    proc = run_cli(
+        "lesion_lightning.bench",
+        "train",
+        "bench.experiments=[quickstart,quickstart_pixelcnn]",
+        "bench.image_size=32",
+        "bench.batch_size=2",
+        "bench.steps=1",
+        "bench.warmup=0",
+        "hydra.run.dir=b",
+        cwd=tmp_path,
+    )
     report = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert report["benchmark"] == "train" and report["machine"]["cpu_count"] >= 1
     rows = {r["experiment"]: r for r in report["rows"]}

@@ -11,15 +11,31 @@ from pathlib import Path
 import pytest
 from clihelpers import run_cli
 
-from lesion_lightning.pipeline import _hydra_value, _stage_overrides_to_force_add, num_downsamples, to_overrides
+from lesion_lightning.pipeline import (
+    _hydra_value,
+    _stage_overrides_to_force_add,
+    num_downsamples,
+    to_overrides,
+)
 
 TINY = [
-    "preset=quickstart", "image_size=32",
-    "vqvae.data.synthetic.num_images=24", "vqvae.data.batch_size=8", "vqvae.model.net.hidden_channels=16",
-    "vqvae.model.net.res_channels=8", "vqvae.model.net.codebook_size=16", "vqvae.model.net.code_dim=8",
-    "vqvae.trainer.max_epochs=1", "vqvae.logger=csv", "vqvae.callbacks.rich_progress_bar=null",
-    "pixelcnn.model.net.channels=8", "pixelcnn.model.net.num_layers=2", "pixelcnn.trainer.max_epochs=1",
-    "pixelcnn.logger=csv", "pixelcnn.callbacks.rich_progress_bar=null", "pixelcnn.data.batch_size=8",
+    "preset=quickstart",
+    "image_size=32",
+    "vqvae.data.synthetic.num_images=24",
+    "vqvae.data.batch_size=8",
+    "vqvae.model.net.hidden_channels=16",
+    "vqvae.model.net.res_channels=8",
+    "vqvae.model.net.codebook_size=16",
+    "vqvae.model.net.code_dim=8",
+    "vqvae.trainer.max_epochs=1",
+    "vqvae.logger=csv",
+    "vqvae.callbacks.rich_progress_bar=null",
+    "pixelcnn.model.net.channels=8",
+    "pixelcnn.model.net.num_layers=2",
+    "pixelcnn.trainer.max_epochs=1",
+    "pixelcnn.logger=csv",
+    "pixelcnn.callbacks.rich_progress_bar=null",
+    "pixelcnn.data.batch_size=8",
     "sample.num_samples=4",
 ]
 
@@ -29,24 +45,39 @@ def test_grid_to_downsampling_and_override_formatting() -> None:
     with pytest.raises(ValueError, match="grid=48"):
         num_downsamples(256, 48)
     assert to_overrides({"trainer": {"max_epochs": 5, "devices": [0, 1]}, "logger": "csv", "ckpt": None}) == [
-        "trainer.max_epochs=5", "trainer.devices=[0,1]", "logger=csv", "ckpt=null"]
+        "trainer.max_epochs=5",
+        "trainer.devices=[0,1]",
+        "logger=csv",
+        "ckpt=null",
+    ]
     assert _hydra_value("a b") == "'a b'" and _hydra_value(True) == "true"
     assert _stage_overrides_to_force_add(["grid=8", "vqvae.trainer.max_epochs=3"]) == [
-        "grid=8", "++vqvae.trainer.max_epochs=3"]
+        "grid=8",
+        "++vqvae.trainer.max_epochs=3",
+    ]
 
 
 @pytest.mark.slow
 def test_multirun_over_two_grids_writes_report(tmp_path: Path) -> None:
-    proc = run_cli("lesion_lightning.pipeline", "-m", *TINY, "grid=4,8", "hydra.sweep.dir=sweep", cwd=tmp_path,
-                   timeout=900)
+    proc = run_cli(
+        "lesion_lightning.pipeline",
+        "-m",
+        *TINY,
+        "grid=4,8",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
+        timeout=900,
+    )
     sweep = tmp_path / "sweep"
     for job, grid in (("0", 4), ("1", 8)):
         state = json.loads((sweep / job / "pipeline.json").read_text())
         assert state["grid"] == grid
         assert {s: e["status"] for s, e in state["stages"].items()} == dict.fromkeys(
-            ("vqvae", "encode", "pixelcnn", "sample", "evaluate"), "done")
-        assert json.loads((sweep / job / "encode" / "indices" / "manifest.json").read_text())["grid_size"] == [
-            grid, grid]
+            ("vqvae", "encode", "pixelcnn", "sample", "evaluate"), "done"
+        )
+        assert json.loads((sweep / job / "encode" / "indices" / "manifest.json").read_text())[
+            "grid_size"
+        ] == [grid, grid]
         assert len(list((sweep / job / "sample" / "samples").glob("sample_*.png"))) == 4
     report = (sweep / "report.md").read_text()
     assert "sweep report" in proc.stdout
@@ -61,8 +92,9 @@ def test_multirun_over_two_grids_writes_report(tmp_path: Path) -> None:
 def test_failed_pipeline_resumes_without_redoing_finished_stages(tmp_path: Path) -> None:
     args = [sys.executable, "-m", "lesion_lightning.pipeline", *TINY, "grid=8", "hydra.run.dir=run"]
     # the prior's stage fails (an invalid kernel size), after VQ-VAE and encode finished
-    failed = subprocess.run([*args, "pixelcnn.model.net.kernel_size=4"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=600)
+    failed = subprocess.run(
+        [*args, "pixelcnn.model.net.kernel_size=4"], cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert failed.returncode != 0
     run = tmp_path / "run"
     state = json.loads((run / "pipeline.json").read_text())
@@ -71,9 +103,13 @@ def test_failed_pipeline_resumes_without_redoing_finished_stages(tmp_path: Path)
     manifest = run / "encode" / "indices" / "manifest.json"
     before = (vq_ckpt.stat().st_mtime_ns, manifest.stat().st_mtime_ns)
 
-    proc = run_cli("lesion_lightning.pipeline", *TINY, "grid=8", "hydra.run.dir=run", cwd=tmp_path, timeout=600)
+    proc = run_cli(
+        "lesion_lightning.pipeline", *TINY, "grid=8", "hydra.run.dir=run", cwd=tmp_path, timeout=600
+    )
     assert (vq_ckpt.stat().st_mtime_ns, manifest.stat().st_mtime_ns) == before, "finished stages not redone"
     assert "[vqvae] complete, skipped" in proc.stdout + proc.stderr
     state = json.loads((run / "pipeline.json").read_text())
     assert all(e["status"] == "done" for e in state["stages"].values())
-    assert (run / "sample" / "samples" / "grid.png").is_file() and (run / "evaluate" / "metrics.json").is_file()
+    assert (run / "sample" / "samples" / "grid.png").is_file() and (
+        run / "evaluate" / "metrics.json"
+    ).is_file()

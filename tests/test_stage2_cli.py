@@ -18,22 +18,42 @@ from lesion_lightning.encode import build_datamodule
 from lesion_lightning.utils.checkpoints import load_vqvae
 
 pytestmark = pytest.mark.slow
-TINY_PIXELCNN = ["experiment=quickstart_pixelcnn", "model.net.channels=8", "model.net.num_layers=2",
-                 "trainer.max_epochs=1", "callbacks.rich_progress_bar=null", "logger=csv", "data.batch_size=8",
-                 "model.num_log_samples=2"]
+TINY_PIXELCNN = [
+    "experiment=quickstart_pixelcnn",
+    "model.net.channels=8",
+    "model.net.num_layers=2",
+    "trainer.max_epochs=1",
+    "callbacks.rich_progress_bar=null",
+    "logger=csv",
+    "data.batch_size=8",
+    "model.num_log_samples=2",
+]
 
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory) -> dict[str, Path]:
     cwd = tmp_path_factory.mktemp("stage2")
-    run_cli("lesion_lightning.train", "experiment=quickstart", *TINY_VQVAE, "logger=csv", "test=false",
-            "hydra.run.dir=vqvae", cwd=cwd)
+    run_cli(
+        "lesion_lightning.train",
+        "experiment=quickstart",
+        *TINY_VQVAE,
+        "logger=csv",
+        "test=false",
+        "hydra.run.dir=vqvae",
+        cwd=cwd,
+    )
     vqvae_ckpt = cwd / "vqvae" / "checkpoints" / "last.ckpt"
     run_cli("lesion_lightning.encode", f"vqvae_ckpt={vqvae_ckpt}", "hydra.run.dir=encode", cwd=cwd)
     indices = cwd / "encode" / "indices"
-    run_cli("lesion_lightning.train", *TINY_PIXELCNN, f"data.root={indices}", "hydra.run.dir=pixelcnn", cwd=cwd)
-    return {"cwd": cwd, "vqvae": vqvae_ckpt, "indices": indices,
-            "pixelcnn": cwd / "pixelcnn" / "checkpoints" / "last.ckpt"}
+    run_cli(
+        "lesion_lightning.train", *TINY_PIXELCNN, f"data.root={indices}", "hydra.run.dir=pixelcnn", cwd=cwd
+    )
+    return {
+        "cwd": cwd,
+        "vqvae": vqvae_ckpt,
+        "indices": indices,
+        "pixelcnn": cwd / "pixelcnn" / "checkpoints" / "last.ckpt",
+    }
 
 
 def test_index_dataset_layout_and_manifest(chain) -> None:
@@ -83,8 +103,13 @@ def test_sample_writes_pngs_and_is_reproducible(chain) -> None:
 
 
 def _sample_fails(cwd: Path, *overrides: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "lesion_lightning.sample", *overrides, "hydra.run.dir=bad"],
-                          cwd=cwd, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lesion_lightning.sample", *overrides, "hydra.run.dir=bad"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     assert not (cwd / "bad" / "samples").exists(), "nothing half-written"
     return proc.stderr + proc.stdout

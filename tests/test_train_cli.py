@@ -9,9 +9,9 @@ from pathlib import Path
 import hydra
 import pytest
 import torch
+from clihelpers import CONF, TINY_VQVAE, compose_config, run_cli
 
 from lesion_lightning.utils.checkpoints import datamodule_hparams, load_vqvae
-from clihelpers import CONF, TINY_VQVAE, compose_config, run_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -24,16 +24,25 @@ def test_every_experiment_composes(experiment: str, tmp_path: Path) -> None:
     if experiment.startswith("vqvae_"):
         grid = int(experiment.split("_")[1])
         assert cfg.data.image_size == 256
-        assert cfg.data.image_size // 2 ** cfg.model.net.num_downsamples == grid == cfg.grid
+        assert cfg.data.image_size // 2**cfg.model.net.num_downsamples == grid == cfg.grid
     if experiment.startswith("pixelcnn_"):
         assert cfg.data._target_.endswith("IndexDataModule")
 
 
 @pytest.mark.parametrize(("experiment", "grid"), [("vqvae_32", 32), ("vqvae_64", 64), ("vqvae_128", 128)])
 def test_vqvae_experiment_grid_shapes(experiment: str, grid: int, tmp_path: Path) -> None:
-    cfg = compose_config("train", [f"experiment={experiment}", "model.net.hidden_channels=8",
-                                   "model.net.res_channels=4", "model.net.num_res_blocks=1",
-                                   "model.net.codebook_size=8", "model.net.code_dim=4"], tmp_path)
+    cfg = compose_config(
+        "train",
+        [
+            f"experiment={experiment}",
+            "model.net.hidden_channels=8",
+            "model.net.res_channels=4",
+            "model.net.num_res_blocks=1",
+            "model.net.codebook_size=8",
+            "model.net.code_dim=4",
+        ],
+        tmp_path,
+    )
     module = hydra.utils.instantiate(cfg.model)
     with torch.no_grad():
         out = module.net(torch.rand(1, 3, 256, 256))
@@ -44,8 +53,14 @@ def test_vqvae_experiment_grid_shapes(experiment: str, grid: int, tmp_path: Path
 @pytest.fixture(scope="module")
 def vqvae_run(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("train_cli")
-    run_cli("lesion_lightning.train", "experiment=quickstart", *TINY_VQVAE, "trainer.max_epochs=2",
-            "hydra.run.dir=run", cwd=cwd)
+    run_cli(
+        "lesion_lightning.train",
+        "experiment=quickstart",
+        *TINY_VQVAE,
+        "trainer.max_epochs=2",
+        "hydra.run.dir=run",
+        cwd=cwd,
+    )
     return cwd / "run"
 
 
@@ -68,19 +83,39 @@ def test_train_cli_leaves_checkpoints_images_and_offline_wandb(vqvae_run: Path) 
 def test_train_resumes_from_last_checkpoint(vqvae_run: Path) -> None:
     last = vqvae_run / "checkpoints" / "last.ckpt"
     step_before = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
-    run_cli("lesion_lightning.train", "experiment=quickstart", *TINY_VQVAE, "trainer.max_epochs=3",
-            f"ckpt_path={last}", "test=false", "logger=csv", "hydra.run.dir=run_resumed", cwd=vqvae_run.parent)
-    resumed = torch.load(vqvae_run.parent / "run_resumed" / "checkpoints" / "last.ckpt", map_location="cpu",
-                         weights_only=True)
+    run_cli(
+        "lesion_lightning.train",
+        "experiment=quickstart",
+        *TINY_VQVAE,
+        "trainer.max_epochs=3",
+        f"ckpt_path={last}",
+        "test=false",
+        "logger=csv",
+        "hydra.run.dir=run_resumed",
+        cwd=vqvae_run.parent,
+    )
+    resumed = torch.load(
+        vqvae_run.parent / "run_resumed" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True
+    )
     assert resumed["epoch"] == 2
     assert resumed["global_step"] > step_before
 
 
 def test_missing_isic_root_says_how_to_get_data(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "lesion_lightning.train", "experiment=vqvae_32", f"data.root={tmp_path / 'nope'}",
-         "logger=csv", "trainer=cpu"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "lesion_lightning.train",
+            "experiment=vqvae_32",
+            f"data.root={tmp_path / 'nope'}",
+            "logger=csv",
+            "trainer=cpu",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode != 0
     err = proc.stderr + proc.stdout

@@ -43,18 +43,25 @@ def _build(experiment: str, cfg: DictConfig, compiled: bool):
 def _batch(module, exp_cfg: DictConfig, batch_size: int, image_size: int, device: torch.device) -> dict:
     g = torch.Generator().manual_seed(0)
     if hasattr(module.net, "latent_shape"):  # VQ-VAE: images in
-        return {"image": torch.rand(batch_size, 3, image_size, image_size, generator=g).to(device),
-                "label": torch.zeros(batch_size, dtype=torch.long, device=device)}
+        return {
+            "image": torch.rand(batch_size, 3, image_size, image_size, generator=g).to(device),
+            "label": torch.zeros(batch_size, dtype=torch.long, device=device),
+        }
     grid = int(exp_cfg.get("grid") or 32)
     k = module.net.num_codes
-    return {"indices": torch.randint(0, k, (batch_size, grid, grid), generator=g).to(device),
-            "label": torch.zeros(batch_size, dtype=torch.long, device=device)}
+    return {
+        "indices": torch.randint(0, k, (batch_size, grid, grid), generator=g).to(device),
+        "label": torch.zeros(batch_size, dtype=torch.long, device=device),
+    }
 
 
 def _time_steps(module, batch: dict, steps: int, warmup: int, precision: str, device: torch.device) -> float:
     opt = torch.optim.Adam(module.parameters(), lr=1e-4)
-    autocast = (torch.autocast(device.type, dtype=_DTYPES[precision]) if precision in _DTYPES
-                else contextlib.nullcontext())
+    autocast = (
+        torch.autocast(device.type, dtype=_DTYPES[precision])
+        if precision in _DTYPES
+        else contextlib.nullcontext()
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     module.train()
 
@@ -89,17 +96,23 @@ def run(cfg: DictConfig) -> dict:
             batch = _batch(module, exp_cfg, cfg.batch_size, cfg.image_size, device)
             for precision in cfg.precisions:
                 seconds = _time_steps(module, batch, cfg.steps, cfg.warmup, precision, device)
-                rows.append({
-                    "experiment": experiment, "precision": precision, "compiled": bool(compiled),
-                    "batch": cfg.batch_size, "input": "x".join(map(str, tuple(next(iter(batch.values())).shape[1:]))),
-                    "ms_per_step": 1000 * seconds / cfg.steps,
-                    "images_per_s": cfg.batch_size * cfg.steps / seconds,
-                })
+                rows.append(
+                    {
+                        "experiment": experiment,
+                        "precision": precision,
+                        "compiled": bool(compiled),
+                        "batch": cfg.batch_size,
+                        "input": "x".join(map(str, tuple(next(iter(batch.values())).shape[1:]))),
+                        "ms_per_step": 1000 * seconds / cfg.steps,
+                        "images_per_s": cfg.batch_size * cfg.steps / seconds,
+                    }
+                )
     ratios = {}
     base = {(r["experiment"], r["compiled"]): r["images_per_s"] for r in rows if r["precision"] == "32-true"}
     for r in rows:
         ref = base.get((r["experiment"], False))
         if ref and (r["precision"] != "32-true" or r["compiled"]):
             ratios[f"{r['experiment']} {r['precision']}{' compiled' if r['compiled'] else ''} vs fp32"] = (
-                r["images_per_s"] / ref)
+                r["images_per_s"] / ref
+            )
     return {"settings": {"device": str(device)}, "rows": rows, "ratios": ratios}

@@ -30,7 +30,9 @@ class ImageLogger(L.Callback):
         self._batch: dict | None = None
         self.saved: list[Path] = []
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         if self._batch is None and batch_idx == 0:
             self._batch = {k: v[: self.num_images] for k, v in batch.items() if isinstance(v, torch.Tensor)}
 
@@ -58,7 +60,8 @@ class ImageLogger(L.Callback):
                 self.saved.append(save_png(grid, self.save_dir / f"{name}_epoch{epoch:03d}.png"))
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
-                    logger.log_image(key=f"val/{name}", images=[grid], step=trainer.global_step,
-                                     caption=[f"epoch {epoch}"])
+                    logger.log_image(
+                        key=f"val/{name}", images=[grid], step=trainer.global_step, caption=[f"epoch {epoch}"]
+                    )
                 elif isinstance(logger, TensorBoardLogger):
                     logger.experiment.add_image(f"val/{name}", grid, global_step=trainer.global_step)

@@ -20,7 +20,11 @@ class SweepReportCallback(Callback):
         try:
             path = write_report(sweep_dir)
         except Exception as err:  # a report problem must not hide the finished runs
-            log.error("sweep report for %s failed: %s (re-run `python -m lesion_lightning.report %s`)",
-                      sweep_dir, err, sweep_dir)
+            log.error(
+                "sweep report for %s failed: %s (re-run `python -m lesion_lightning.report %s`)",
+                sweep_dir,
+                err,
+                sweep_dir,
+            )
             return
         print(f"sweep report: {path}")

@@ -63,7 +63,9 @@ class IndexDataset(Dataset):
 class IndexDataModule(L.LightningDataModule):
     """`data=indices data.root=<encode output>`: batches of code grids (B, H, W) with labels."""
 
-    def __init__(self, root: str, batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False) -> None:
+    def __init__(
+        self, root: str, batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.manifest = read_manifest(root)
@@ -97,11 +99,20 @@ class IndexDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
-            raise ValueError(f"the index dataset at {self.root} has no `{split}` split (manifest: "
-                             f"{self.manifest['splits']})")
+            raise ValueError(
+                f"the index dataset at {self.root} has no `{split}` split (manifest: "
+                f"{self.manifest['splits']})"
+            )
         h = self.hparams
-        return DataLoader(self.datasets[split], batch_size=h.batch_size, shuffle=shuffle, num_workers=h.num_workers,
-                          pin_memory=h.pin_memory, persistent_workers=h.num_workers > 0, drop_last=False)
+        return DataLoader(
+            self.datasets[split],
+            batch_size=h.batch_size,
+            shuffle=shuffle,
+            num_workers=h.num_workers,
+            pin_memory=h.pin_memory,
+            persistent_workers=h.num_workers > 0,
+            drop_last=False,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

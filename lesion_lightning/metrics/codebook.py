@@ -23,11 +23,15 @@ class CodebookUsage(Metric):
     def __init__(self, codebook_size: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.codebook_size = codebook_size
-        self.add_state("counts", default=torch.zeros(codebook_size, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "counts", default=torch.zeros(codebook_size, dtype=torch.float64), dist_reduce_fx="sum"
+        )
 
     def update(self, indices: torch.Tensor) -> None:
         # (B, H, W) code indices -> per-code counts
-        self.counts += torch.bincount(indices.reshape(-1).long(), minlength=self.codebook_size).to(self.counts)
+        self.counts += torch.bincount(indices.reshape(-1).long(), minlength=self.codebook_size).to(
+            self.counts
+        )
 
     def compute(self) -> dict[str, torch.Tensor]:
         total = self.counts.sum().clamp_min(1.0)

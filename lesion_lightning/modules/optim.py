@@ -9,8 +9,9 @@ import torch
 SCHEDULERS = (None, "cosine", "constant")
 
 
-def adam_with_schedule(params, lr: float, weight_decay: float, scheduler: str | None, warmup_steps: int,
-                       total_steps: int) -> dict:
+def adam_with_schedule(
+    params, lr: float, weight_decay: float, scheduler: str | None, warmup_steps: int, total_steps: int
+) -> dict:
     """Adam (the report's optimizer) with optional linear warm-up and cosine decay per step."""
     if scheduler not in SCHEDULERS:
         raise ValueError(f"model.scheduler must be one of {SCHEDULERS}, got {scheduler!r}")

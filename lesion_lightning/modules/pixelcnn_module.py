@@ -23,23 +23,37 @@ class PixelCNNModule(L.LightningModule):
     (`vqvae_ckpt`, `vqvae_fingerprint`) so sample/evaluate can refuse a mismatched pair.
     """
 
-    def __init__(self, net: dict, lr: float = 3e-4, weight_decay: float = 0.0, scheduler: str | None = "cosine",
-                 warmup_steps: int = 0, num_log_samples: int = 4, sample_temperature: float = 1.0,
-                 compile: bool = False, vqvae_ckpt: str | None = None, vqvae_fingerprint: str | None = None,
-                 class_names: list[str] | None = None, grid_size: list[int] | None = None,
-                 index_dataset: str | None = None) -> None:
+    def __init__(
+        self,
+        net: dict,
+        lr: float = 3e-4,
+        weight_decay: float = 0.0,
+        scheduler: str | None = "cosine",
+        warmup_steps: int = 0,
+        num_log_samples: int = 4,
+        sample_temperature: float = 1.0,
+        compile: bool = False,
+        vqvae_ckpt: str | None = None,
+        vqvae_fingerprint: str | None = None,
+        class_names: list[str] | None = None,
+        grid_size: list[int] | None = None,
+        index_dataset: str | None = None,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         if net.get("num_codes") is None:
-            raise ValueError("model.net.num_codes is not set: train with data=indices data.root=<encode output> "
-                             "(it fills the codebook size) or set it explicitly")
+            raise ValueError(
+                "model.net.num_codes is not set: train with data=indices data.root=<encode output> "
+                "(it fills the codebook size) or set it explicitly"
+            )
         net = {**net, "num_classes": net.get("num_classes") or 0}
         self.net = GatedPixelCNN(**net)
         if compile:
             self.net.compile()
         k = self.net.num_codes
         self.accuracy = torch.nn.ModuleDict(
-            {f"{s}_acc": MulticlassAccuracy(num_classes=k, average="micro") for s in ("train", "val", "test")})
+            {f"{s}_acc": MulticlassAccuracy(num_classes=k, average="micro") for s in ("train", "val", "test")}
+        )
         # decoder for logged samples, loaded lazily; kept in a dict so it is no submodule and never saved
         self._aux: dict = {}
 
@@ -61,8 +75,7 @@ class PixelCNNModule(L.LightningModule):
         self.log(f"{stage}/bits_per_dim", loss / math.log(2), prog_bar=stage != "train", **kw)
         accuracy = self.accuracy[f"{stage}_acc"]
         accuracy(logits.detach(), indices)
-        self.log(f"{stage}/accuracy", accuracy, on_step=False, on_epoch=True,
-                 batch_size=indices.size(0))
+        self.log(f"{stage}/accuracy", accuracy, on_step=False, on_epoch=True, batch_size=indices.size(0))
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -76,8 +89,14 @@ class PixelCNNModule(L.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        return adam_with_schedule(self.parameters(), h.lr, h.weight_decay, h.scheduler, h.warmup_steps,
-                                  self.trainer.estimated_stepping_batches)
+        return adam_with_schedule(
+            self.parameters(),
+            h.lr,
+            h.weight_decay,
+            h.scheduler,
+            h.warmup_steps,
+            self.trainer.estimated_stepping_batches,
+        )
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["lesion_lightning"] = {"module": type(self).__name__}
@@ -105,7 +124,8 @@ class PixelCNNModule(L.LightningModule):
         h, w = batch["indices"].shape[-2:]
         labels = (torch.arange(n, device=self.device) % self.net.num_classes) if self.conditional else None
         g = torch.Generator(device=self.device).manual_seed(0)
-        grids = self.net.generate(n, h, w, labels=labels, temperature=self.hparams.sample_temperature,
-                                  generator=g)
+        grids = self.net.generate(
+            n, h, w, labels=labels, temperature=self.hparams.sample_temperature, generator=g
+        )
         images = vqvae.to(self.device).net.decode_indices(grids).clamp(0, 1)
         return {"samples": (images, n)}

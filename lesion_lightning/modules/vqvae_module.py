@@ -19,8 +19,16 @@ class VQVAEModule(L.LightningModule):
     SSIM, codebook usage and perplexity accumulated over the whole epoch.
     """
 
-    def __init__(self, net: dict, lr: float = 2e-4, weight_decay: float = 0.0, scheduler: str | None = None,
-                 warmup_steps: int = 0, compile: bool = False, channels_last: bool = False) -> None:
+    def __init__(
+        self,
+        net: dict,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        scheduler: str | None = None,
+        warmup_steps: int = 0,
+        compile: bool = False,
+        channels_last: bool = False,
+    ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = VQVAE(**net)
@@ -31,7 +39,9 @@ class VQVAEModule(L.LightningModule):
             self.net.compile()
         k = self.net.quantizer.codebook_size
         self.psnr = torch.nn.ModuleDict({s: PeakSignalNoiseRatio(data_range=1.0) for s in ("val", "test")})
-        self.ssim = torch.nn.ModuleDict({s: StructuralSimilarityIndexMeasure(data_range=1.0) for s in ("val", "test")})
+        self.ssim = torch.nn.ModuleDict(
+            {s: StructuralSimilarityIndexMeasure(data_range=1.0) for s in ("val", "test")}
+        )
         self.usage = torch.nn.ModuleDict({s: CodebookUsage(k) for s in ("val", "test")})
 
     def forward(self, x: torch.Tensor):
@@ -51,10 +61,21 @@ class VQVAEModule(L.LightningModule):
                 f"{stage}/codebook_loss": out.codebook_loss,
                 f"{stage}/commitment_loss": out.commitment_loss,
             },
-            on_step=on_step, on_epoch=True, prog_bar=False, sync_dist=not on_step, batch_size=x.size(0),
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=False,
+            sync_dist=not on_step,
+            batch_size=x.size(0),
         )
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True,
-                 sync_dist=not on_step, batch_size=x.size(0))
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=not on_step,
+            batch_size=x.size(0),
+        )
         if stage != "train":
             recon = out.recon.float().clamp(0, 1)
             self.psnr[stage](recon, x.float())
@@ -97,5 +118,11 @@ class VQVAEModule(L.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        return adam_with_schedule(self.parameters(), h.lr, h.weight_decay, h.scheduler, h.warmup_steps,
-                                  self.trainer.estimated_stepping_batches)
+        return adam_with_schedule(
+            self.parameters(),
+            h.lr,
+            h.weight_decay,
+            h.scheduler,
+            h.warmup_steps,
+            self.trainer.estimated_stepping_batches,
+        )

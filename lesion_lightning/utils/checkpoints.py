@@ -48,7 +48,9 @@ def _check_kind(path: Path, expected: str, key: str) -> None:
     ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     kind = ckpt.get("lesion_lightning", {}).get("module")
     if kind != expected:
-        raise ValueError(f"{key}={path} is a {kind or 'non-lesion_lightning'} checkpoint, expected a {expected} one")
+        raise ValueError(
+            f"{key}={path} is a {kind or 'non-lesion_lightning'} checkpoint, expected a {expected} one"
+        )
 
 
 def datamodule_hparams(path: str | Path) -> dict:

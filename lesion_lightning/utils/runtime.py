@@ -27,7 +27,9 @@ def publish_dir(final: str | Path, overwrite: bool = False, what: str = "output"
     """
     final = Path(final)
     if final.exists() and not overwrite:
-        raise FileExistsError(f"{what} folder {final} already exists; pass overwrite=true or choose another path")
+        raise FileExistsError(
+            f"{what} folder {final} already exists; pass overwrite=true or choose another path"
+        )
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
