@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from pathlib import Path
 
@@ -45,10 +46,39 @@ def resolve_label(pixelcnn, label: str | int | None, n: int, device: torch.devic
     return torch.full((n,), idx, dtype=torch.long, device=device)
 
 
+MAX_AUTO_BATCH = 256
+DECODE_CHUNK = 8
+
+
+def auto_batch_size(pixelcnn, height: int, width: int, num_samples: int, device: torch.device) -> int:
+    """As many grids per sampling batch as the memory budget allows (bigger batches amortise each step).
+
+    The cached sampler holds, per grid, a few rows of activations per layer plus one position's
+    logits; budget half the free GPU memory, or a quarter of the free RAM (at most 8 GiB) on CPU.
+    """
+    net = pixelcnn.net
+    per_grid = 4 * (
+        net.num_layers * (net.kernel_size // 2 + 4) * width * 4 * net.channels
+        + 4 * net.num_codes
+        + 2 * height * width
+    )
+    if device.type == "cuda":
+        budget = torch.cuda.mem_get_info(device)[0] // 2
+    else:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):  # pragma: no cover - non-POSIX
+            avail = 4 << 30
+        budget = min(avail // 4, 8 << 30)
+    return int(max(1, min(num_samples, MAX_AUTO_BATCH, budget // per_grid)))
+
+
 @torch.no_grad()
 def sample(cfg: DictConfig) -> Path:
-    if cfg.num_samples < 1 or cfg.batch_size < 1:
-        raise ValueError("num_samples and batch_size must be >= 1")
+    if cfg.num_samples < 1:
+        raise ValueError(f"num_samples must be >= 1, got {cfg.num_samples}")
+    if cfg.batch_size != "auto" and (not isinstance(cfg.batch_size, int) or cfg.batch_size < 1):
+        raise ValueError(f"batch_size must be `auto` or an integer >= 1, got {cfg.batch_size!r}")
     device = pick_device(cfg.device)
     pixelcnn = load_pixelcnn(cfg.pixelcnn_ckpt, device)
     vqvae_path = cfg.vqvae_ckpt or pixelcnn.hparams.get("vqvae_ckpt")
@@ -62,8 +92,13 @@ def sample(cfg: DictConfig) -> Path:
     labels_all = resolve_label(pixelcnn, cfg.label, cfg.num_samples, device)
     names = list(pixelcnn.hparams.get("class_names") or [])
 
+    batch_size = (
+        auto_batch_size(pixelcnn, h, w, cfg.num_samples, device)
+        if cfg.batch_size == "auto"
+        else int(cfg.batch_size)
+    )
     out_dir = Path(cfg.out_dir)
-    num_batches = math.ceil(cfg.num_samples / cfg.batch_size)
+    num_batches = math.ceil(cfg.num_samples / batch_size)
     files, images, sample_labels = [], [], []
     start = time.perf_counter()
     with (
@@ -71,7 +106,7 @@ def sample(cfg: DictConfig) -> Path:
         tqdm(total=num_batches * h, desc=f"sampling {h}x{w} ({cfg.sampler})", unit="row") as bar,
     ):
         for b in range(num_batches):
-            lo, hi = b * cfg.batch_size, min((b + 1) * cfg.batch_size, cfg.num_samples)
+            lo, hi = b * batch_size, min((b + 1) * batch_size, cfg.num_samples)
             labels = labels_all[lo:hi] if labels_all is not None else None
             g = torch.Generator(device=device).manual_seed(int(cfg.seed) * 100_003 + b)
             grids = pixelcnn.net.generate(
@@ -84,7 +119,10 @@ def sample(cfg: DictConfig) -> Path:
                 progress=lambda *_: bar.update(1),
                 method=cfg.sampler,
             )
-            batch_images = vqvae.net.decode_indices(grids).clamp(0, 1).cpu()
+            # decode a few at a time: full-resolution decoder activations dwarf the code grids
+            batch_images = torch.cat(
+                [vqvae.net.decode_indices(chunk).clamp(0, 1).cpu() for chunk in grids.split(DECODE_CHUNK)]
+            )
             for i, image in enumerate(batch_images):
                 files.append(save_png(image, tmp / f"sample_{lo + i:04d}.png").name)
                 sample_labels.append(names[int(labels[i])] if labels is not None and names else None)
@@ -100,6 +138,7 @@ def sample(cfg: DictConfig) -> Path:
                 "vqvae_fingerprint": fingerprint(vqvae_path),
                 "settings": OmegaConf.to_container(cfg, resolve=True),
                 "grid_size": [h, w],
+                "batch_size": batch_size,
                 "image_size": list(images_t.shape[-2:]),
                 "device": str(device),
                 "seconds": seconds,

@@ -127,3 +127,12 @@ def test_sample_rejects_unknown_label_and_wrong_checkpoint_kind(chain) -> None:
     assert "dermatofibroma" in err and "melanoma" in err
     err = _sample_fails(chain["cwd"], f"pixelcnn_ckpt={chain['vqvae']}")
     assert "VQVAEModule" in err and "PixelCNNModule" in err
+
+
+def test_auto_batch_size_is_bounded_by_request_and_memory(chain) -> None:
+    from lesion_lightning.sample import MAX_AUTO_BATCH, auto_batch_size
+    from lesion_lightning.utils.checkpoints import load_pixelcnn
+
+    pixelcnn = load_pixelcnn(chain["pixelcnn"])
+    assert auto_batch_size(pixelcnn, 8, 8, 5, torch.device("cpu")) == 5
+    assert auto_batch_size(pixelcnn, 8, 8, 10_000, torch.device("cpu")) == MAX_AUTO_BATCH

@@ -4,14 +4,16 @@ Both samplers are timed on the same model, grid and batch in the same run, so th
 on a shared machine. Per-position times are for the whole batch; per-image projections multiply by
 H*W positions and divide by the batch size.
 
-- naive: ``sampling.naive_step`` (full forward + draw at one position), ``naive_positions`` times,
-  after ``warmup`` untimed passes. Every naive position costs the same full pass, so a few suffice.
 - cached: the real ``sample_cached`` on a grid of width g, timed row by row through its progress
-  callback (each timed row includes the vertical-stack update it triggers), stopped after
-  ``warmup + cached_rows`` rows. Per-position cost does not depend on the grid height.
+  callback (each timed row includes the vertical-stack update it triggers). Per-position cost does
+  not depend on the grid height, so a few rows suffice.
+- naive: ``sampling.naive_step`` (a full forward pass over the (B, g, g) grid + the draw at one
+  position), which is what every naive position costs.
 
-Both sides report the median over their timed passes / rows, which shrugs off load spikes from other
-processes on a shared machine.
+The two are interleaved: after each timed cached row (``max(cached_rows, naive_positions)`` of them,
+after ``warmup`` untimed rows and passes) the progress callback times one naive pass, until
+``naive_positions`` are done. Both sides see the same load at the same time, and each reports its
+median, which shrugs off load spikes from other processes on a shared machine.
 
 Run it through `python -m lesion_lightning.bench sampler`, or directly:
 `python -m lesion_lightning.benchmarks.sampler [path/to/sampler.yaml]`.
@@ -85,45 +87,60 @@ def _model_specs(cfg: DictConfig) -> list[tuple[str, dict, list[int]]]:
     return specs
 
 
-def _time_naive(model, grid: torch.Tensor, labels, positions: int, warmup: int, device) -> float:
-    """Seconds per naive position (one full forward pass + draw): median over ``positions`` passes."""
-    B, H, W = grid.shape
-    gen = torch.Generator(device=device).manual_seed(0)
-    i, j = H // 2, W // 2
-    times = []
-    with torch.inference_mode():
-        for n in range(warmup + positions):
-            u = torch.rand(B, generator=gen, device=device)
-            _sync(device)
-            start = time.perf_counter()
-            naive_step(model, grid, labels, i, j, u, 1.0)
-            _sync(device)
-            if n >= warmup:
-                times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _time_pair(
+    model: GatedPixelCNN,
+    batch: int,
+    g: int,
+    labels,
+    naive_passes: int,
+    cached_rows: int,
+    warmup: int,
+    seed: int,
+) -> tuple[float, float]:
+    """(naive, cached) seconds per position on a g x g grid: medians of interleaved measurements."""
+    device = model.embedding.weight.device
+    grid = torch.randint(0, model.num_codes, (batch, g, g), generator=torch.Generator().manual_seed(seed))
+    grid = grid.to(device)
+    naive_gen = torch.Generator(device=device).manual_seed(seed)
 
+    def naive_pass() -> float:
+        u = torch.rand(batch, generator=naive_gen, device=device)
+        _sync(device)
+        start = time.perf_counter()
+        naive_step(model, grid, labels, g // 2, g // 2, u, 1.0)
+        _sync(device)
+        return time.perf_counter() - start
 
-def _time_cached(model, batch: int, width: int, labels, rows: int, warmup: int, device) -> float:
-    """Seconds per cached position: median row time of a real sample_cached call, over the row width."""
-    stamps: list[float] = []
-    stop_after = warmup + rows
+    naive_times: list[float] = []
+    row_times: list[float] = []
+    total_rows = warmup + max(cached_rows, naive_passes)
+    row_start = [0.0]
 
     def progress(done: int, total: int) -> None:
         _sync(device)
-        stamps.append(time.perf_counter())
-        if done == stop_after:
+        if done > warmup:
+            row_times.append(time.perf_counter() - row_start[0])
+            if len(naive_times) < naive_passes:
+                naive_times.append(naive_pass())
+        if done == total_rows:
             raise _StopSampling
+        _sync(device)
+        row_start[0] = time.perf_counter()
 
-    gen = torch.Generator(device=device).manual_seed(0)
+    with torch.inference_mode():
+        for _ in range(warmup):
+            naive_pass()
     _sync(device)
-    stamps.append(time.perf_counter())  # stamps[r] = end of row r (stamps[0] = start)
+    row_start[0] = time.perf_counter()
     try:
         # One extra row so every timed row does its vertical update, as in a full-size grid.
-        sample_cached(model, batch, stop_after + 1, width, labels=labels, generator=gen, progress=progress)
+        sampler_gen = torch.Generator(device=device).manual_seed(seed)
+        sample_cached(
+            model, batch, total_rows + 1, g, labels=labels, generator=sampler_gen, progress=progress
+        )
     except _StopSampling:
         pass
-    row_times = [b - a for a, b in zip(stamps[warmup:-1], stamps[warmup + 1 :], strict=True)]
-    return statistics.median(row_times) / width
+    return statistics.median(naive_times), statistics.median(row_times) / g
 
 
 def run(cfg: DictConfig) -> dict:
@@ -146,11 +163,9 @@ def run(cfg: DictConfig) -> dict:
         classes = model.num_classes
         labels = torch.arange(batch, device=device) % classes if classes else None
         for g in grids:
-            grid = torch.randint(
-                0, model.num_codes, (batch, g, g), generator=torch.Generator().manual_seed(seed)
+            naive_s, cached_s = _time_pair(
+                model, batch, g, labels, naive_positions, cached_rows, warmup, seed
             )
-            naive_s = _time_naive(model, grid.to(device), labels, naive_positions, warmup, device)
-            cached_s = _time_cached(model, batch, g, labels, cached_rows, warmup, device)
             positions = g * g
             rows.append(
                 {
