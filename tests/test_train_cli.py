@@ -72,6 +72,11 @@ def test_train_cli_leaves_checkpoints_images_and_offline_wandb(vqvae_run: Path) 
     assert list((vqvae_run / "images").glob("reconstructions_epoch*.png"))
     offline = list((vqvae_run / "wandb").glob("offline-run-*"))
     assert offline and list(offline[0].glob("*.wandb")), "an offline W&B run directory with its data"
+    records = next(offline[0].glob("*.wandb")).read_bytes()
+    assert b"model-" in records and b'"monitor": "val/loss"' in records.replace(b'":"', b'": "'), (
+        "the best checkpoint is logged as a W&B model artifact (offline, for `wandb sync`)"
+    )
+    assert list((offline[0] / "files" / "media" / "images").rglob("reconstructions_*.png"))
     assert (vqvae_run / "config_resolved.yaml").is_file()
     # the checkpoint is self-describing: it rebuilds the model and the data settings
     module = load_vqvae(ckpts / "last.ckpt")
