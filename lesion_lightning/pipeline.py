@@ -20,6 +20,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lesion_lightning.utils.io import atomic_write_json, atomic_write_text
@@ -40,7 +41,9 @@ def to_overrides(node, prefix: str = "") -> list[str]:
         if isinstance(value, dict) and value and not any(k.startswith("_") for k in value):
             out += to_overrides(value, f"{full}.")
         else:
-            out.append(f"{full}={_hydra_value(value)}")
+            # dotted keys may be new to the stage's config (e.g. data.classes.melanoma); `++` adds or
+            # overrides, while top-level keys stay plain so group choices like `logger=csv` still work
+            out.append(f"{'++' if '.' in full else ''}{full}={_hydra_value(value)}")
     return out
 
 
@@ -77,7 +80,10 @@ class Pipeline:
         self.run_dir = run_dir
         self.state_path = run_dir / "pipeline.json"
         self.state = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
-        self.state.update({"grid": int(cfg.grid), "image_size": int(cfg.image_size), "group": cfg.group})
+        self.state.update({"grid": int(cfg.grid), "image_size": int(cfg.image_size)})
+        # a resumed run keeps the W&B group it started with
+        self.state.setdefault("group", cfg.group or f"pipeline-{run_dir.name}")
+        self.group = self.state["group"]
         self.state.setdefault("stages", {})
 
     # ---------------------------------------------------------------- stage folders and outputs
@@ -115,7 +121,8 @@ class Pipeline:
                 f"experiment={cfg.vqvae_experiment}",
                 *data,
                 f"model.net.num_downsamples={num_downsamples(cfg.image_size, cfg.grid)}",
-                f"group={cfg.group}",
+                f"group={self.group}",
+                f"logger={cfg.log_with}",
                 "task_name=vqvae",
                 *self._resume("vqvae"),
                 *cfg.train_overrides,
@@ -132,7 +139,8 @@ class Pipeline:
                 "lesion_lightning.train",
                 f"experiment={cfg.pixelcnn_experiment}",
                 f"data.root={self.dir('encode') / 'indices'}",
-                f"group={cfg.group}",
+                f"group={self.group}",
+                f"logger={cfg.log_with}",
                 "task_name=pixelcnn",
                 *self._resume("pixelcnn"),
                 *cfg.train_overrides,
@@ -153,7 +161,8 @@ class Pipeline:
                 f"index_dir={self.dir('encode') / 'indices'}",
                 f"samples_dir={self.dir('sample') / 'samples'}",
                 f"out_dir={self.dir('evaluate')}",
-                f"group={cfg.group}",
+                f"group={self.group}",
+                f"logger={cfg.log_with}",
             ]
         return [sys.executable, "-m", *args, *common, *user]
 
@@ -238,9 +247,18 @@ def _stage_overrides_to_force_add(argv: list[str]) -> list[str]:
     return [f"++{a}" if a.startswith(STAGE_PREFIXES) else a for a in argv]
 
 
+def sweep_group(cfg: DictConfig) -> DictConfig:
+    """One W&B group for every job of a multirun (named after the sweep folder), unless `group` is set."""
+    hydra_cfg = HydraConfig.get()
+    if cfg.group is None and hydra_cfg.mode == RunMode.MULTIRUN:
+        cfg = cfg.copy()
+        cfg.group = f"pipeline-{Path(hydra_cfg.sweep.dir).name}"
+    return cfg
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="pipeline")
 def main(cfg: DictConfig) -> None:
-    run_pipeline(cfg, HydraConfig.get().runtime.output_dir)
+    run_pipeline(sweep_group(cfg), HydraConfig.get().runtime.output_dir)
 
 
 if __name__ == "__main__":

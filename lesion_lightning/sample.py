@@ -88,6 +88,10 @@ def sample(cfg: DictConfig) -> Path:
         )
     check_pair(pixelcnn, vqvae_path)
     vqvae = load_vqvae(vqvae_path, device)
+    if not pixelcnn.hparams.get("grid_size"):
+        raise ValueError(
+            f"pixelcnn_ckpt={cfg.pixelcnn_ckpt} records no grid size; retrain it with data=indices"
+        )
     h, w = pixelcnn.hparams.grid_size
     labels_all = resolve_label(pixelcnn, cfg.label, cfg.num_samples, device)
     names = list(pixelcnn.hparams.get("class_names") or [])

@@ -206,6 +206,8 @@ def test_isic2020_train_folder_and_v2_groundtruth(tmp_path):
         [["ISIC_0052060", "IP_3579794", "male", 70]],
     )
     _img(tmp_path / "test" / "ISIC_0052060.jpg")
+    # the Kaggle download also ships sample_submission.csv: test images with a `target` column only
+    _csv(tmp_path / "sample_submission.csv", ["image_name", "target"], [["ISIC_0052060", 0]])
     result = read_layout(tmp_path)
     assert result.layout == "isic2020" and result.bad == []
     by_id = {r.id: r for r in result.records}

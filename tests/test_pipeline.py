@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from clihelpers import run_cli
 
 from lesion_lightning.pipeline import (
@@ -45,12 +46,16 @@ def test_grid_to_downsampling_and_override_formatting() -> None:
     with pytest.raises(ValueError, match="grid=48"):
         num_downsamples(256, 48)
     assert to_overrides({"trainer": {"max_epochs": 5, "devices": [0, 1]}, "logger": "csv", "ckpt": None}) == [
-        "trainer.max_epochs=5",
-        "trainer.devices=[0,1]",
+        "++trainer.max_epochs=5",
+        "++trainer.devices=[0,1]",
         "logger=csv",
         "ckpt=null",
     ]
     assert _hydra_value("a b") == "'a b'" and _hydra_value(True) == "true"
+    assert to_overrides({"data": {"classes": {"melanoma": ["melanoma"], "other": "*"}}}) == [
+        "++data.classes.melanoma=[melanoma]",
+        "++data.classes.other='*'",
+    ]
     assert _stage_overrides_to_force_add(["grid=8", "vqvae.trainer.max_epochs=3"]) == [
         "grid=8",
         "++vqvae.trainer.max_epochs=3",
@@ -69,9 +74,11 @@ def test_multirun_over_two_grids_writes_report(tmp_path: Path) -> None:
         timeout=900,
     )
     sweep = tmp_path / "sweep"
+    groups = set()
     for job, grid in (("0", 4), ("1", 8)):
         state = json.loads((sweep / job / "pipeline.json").read_text())
         assert state["grid"] == grid
+        groups.add(state["group"])
         assert {s: e["status"] for s, e in state["stages"].items()} == dict.fromkeys(
             ("vqvae", "encode", "pixelcnn", "sample", "evaluate"), "done"
         )
@@ -79,6 +86,7 @@ def test_multirun_over_two_grids_writes_report(tmp_path: Path) -> None:
             "grid_size"
         ] == [grid, grid]
         assert len(list((sweep / job / "sample" / "samples").glob("sample_*.png"))) == 4
+    assert groups == {"pipeline-sweep"}, "every job of a sweep logs into one W&B group"
     report = (sweep / "report.md").read_text()
     assert "sweep report" in proc.stdout
     rows = [line for line in report.splitlines() if re.match(r"^\|\s*(4|8)(x\d+)?\s*\|", line)]
@@ -113,3 +121,23 @@ def test_failed_pipeline_resumes_without_redoing_finished_stages(tmp_path: Path)
     assert (run / "sample" / "samples" / "grid.png").is_file() and (
         run / "evaluate" / "metrics.json"
     ).is_file()
+
+
+@pytest.mark.slow
+def test_interrupted_training_stage_continues_from_last_checkpoint(tmp_path: Path) -> None:
+    args = [*TINY, "grid=8", "stages=[vqvae]", "hydra.run.dir=run"]
+    run_cli("lesion_lightning.pipeline", *args, cwd=tmp_path)
+    run = tmp_path / "run"
+    last = run / "vqvae" / "checkpoints" / "last.ckpt"
+    step = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
+    # as if the job had been killed after its last checkpoint
+    state = json.loads((run / "pipeline.json").read_text())
+    state["stages"]["vqvae"]["status"] = "failed"
+    (run / "pipeline.json").write_text(json.dumps(state))
+
+    run_cli("lesion_lightning.pipeline", *args, "vqvae.trainer.max_epochs=2", cwd=tmp_path)
+    state = json.loads((run / "pipeline.json").read_text())
+    assert f"ckpt_path={last}" in state["stages"]["vqvae"]["command"]
+    resumed = torch.load(last, map_location="cpu", weights_only=True)
+    assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * step
+    assert state["stages"]["vqvae"]["status"] == "done"

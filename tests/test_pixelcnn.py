@@ -13,10 +13,34 @@ K = 5
 
 
 def make_model(
-    num_layers: int = 2, kernel_size: int = 3, num_classes: int = 0, channels: int = 12
+    num_layers: int = 2,
+    kernel_size: int = 3,
+    num_classes: int = 0,
+    channels: int = 12,
+    grid: tuple[int, int] | None = None,
 ) -> GatedPixelCNN:
+    """A small model; ``grid`` turns on position embedding for that (H, W), with random (nonzero) values."""
     torch.manual_seed(0)
-    return GatedPixelCNN(K, channels, num_layers, kernel_size, num_classes, out_hidden=16)
+    model = GatedPixelCNN(
+        K,
+        channels,
+        num_layers,
+        kernel_size,
+        num_classes,
+        out_hidden=16,
+        grid_size=grid,
+        position_embedding=bool(grid),
+    )
+    if grid:
+        randomize_positions(model)
+    return model
+
+
+def randomize_positions(model: GatedPixelCNN) -> None:
+    # They start at zero (an untrained model equals the plain one); tests need them to matter.
+    for layer in model.layers:
+        torch.nn.init.normal_(layer.pos_row)
+        torch.nn.init.normal_(layer.pos_col)
 
 
 def expected_context(
@@ -72,6 +96,15 @@ def context_errors(model: GatedPixelCNN, height: int, width: int, labels=None) -
 @pytest.mark.parametrize("num_layers", [1, 2, 4])
 def test_causal_and_no_blind_spot(num_layers: int, kernel_size: int, num_classes: int) -> None:
     model = make_model(num_layers, kernel_size, num_classes)
+    labels = torch.tensor([0, 2]) if num_classes else None
+    errors = context_errors(model, 6, 7, labels)
+    assert not errors, "\n".join(errors[:5])
+
+
+@pytest.mark.parametrize(("num_layers", "kernel_size", "num_classes"), [(1, 3, 0), (2, 3, 3), (3, 5, 0)])
+def test_causal_with_position_embedding(num_layers: int, kernel_size: int, num_classes: int) -> None:
+    # The position term reads no data: same exact receptive field, on a non-square grid.
+    model = make_model(num_layers, kernel_size, num_classes, grid=(6, 7))
     labels = torch.tensor([0, 2]) if num_classes else None
     errors = context_errors(model, 6, 7, labels)
     assert not errors, "\n".join(errors[:5])
@@ -163,11 +196,62 @@ def test_label_validation() -> None:
         make_model()(indices, torch.tensor([0, 1]))
 
 
+@pytest.mark.parametrize("grid", [None, (4, 5)])
 @pytest.mark.parametrize("num_classes", [0, 3])
-def test_every_parameter_gets_a_gradient(num_classes: int) -> None:
+def test_every_parameter_gets_a_gradient(num_classes: int, grid) -> None:
     # DDP (find_unused_parameters=False) fails on parameters that never receive a gradient.
-    model = make_model(num_layers=3, num_classes=num_classes)
+    model = make_model(num_layers=3, num_classes=num_classes, grid=grid)
     indices = torch.randint(0, K, (2, 4, 5))
     labels = torch.tensor([0, 2]) if num_classes else None
     F.cross_entropy(model(indices, labels), indices).backward()
     assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_position_embedding_makes_logits_position_dependent() -> None:
+    # A constant grid gives every interior position the same context; (3, 3) and (5, 5) both have their
+    # whole receptive field (2 layers, k=3: 3 rows above, +-2 columns) inside the 7x9 grid.
+    indices = torch.full((1, 7, 9), 2)
+    plain = make_model(num_layers=2)(indices)
+    torch.testing.assert_close(plain[..., 3, 3], plain[..., 5, 5])  # translation-equivariant without it
+    with_pos = make_model(num_layers=2, grid=(7, 9))(indices)
+    assert (with_pos[..., 3, 3] - with_pos[..., 5, 5]).abs().max() > 1e-3
+
+
+def test_position_embedding_starts_at_zero_and_only_adds_parameters() -> None:
+    plain = make_model(num_layers=3, num_classes=2)
+    torch.manual_seed(0)
+    pos = GatedPixelCNN(K, 12, 3, 3, 2, out_hidden=16, grid_size=[4, 5], position_embedding=True)
+    new = set(pos.state_dict()) - set(plain.state_dict())
+    assert new == {f"layers.{i}.pos_{a}" for i in range(3) for a in ("row", "col")}
+    assert set(plain.state_dict()) <= set(pos.state_dict())
+    assert pos.layers[0].pos_row.shape == (24, 4) and pos.layers[0].pos_col.shape == (24, 5)
+    # Zero-initialised: before training it is exactly the plain model.
+    indices, labels = torch.randint(0, K, (2, 4, 5)), torch.tensor([0, 1])
+    torch.testing.assert_close(pos(indices, labels), plain(indices, labels), rtol=0, atol=0)
+
+
+def test_defaults_keep_old_state_dicts_loadable() -> None:
+    # A checkpoint of a model built before position embedding existed (or with it off) loads strictly,
+    # with grid_size recorded or not.
+    old = make_model(num_layers=2).state_dict()
+    assert not [k for k in old if "pos_" in k]
+    GatedPixelCNN(K, 12, 2, 3, out_hidden=16).load_state_dict(old)
+    GatedPixelCNN(K, 12, 2, 3, out_hidden=16, grid_size=[4, 5]).load_state_dict(old)
+
+
+def test_position_embedding_validation() -> None:
+    with pytest.raises(ValueError, match="position_embedding=True needs grid_size"):
+        GatedPixelCNN(K, 8, 2, position_embedding=True)
+    for bad in ([4], [4, 0], (4.0, 5), "16x16"):
+        with pytest.raises(ValueError, match="grid_size must be"):
+            GatedPixelCNN(K, 8, 2, grid_size=bad, position_embedding=True)
+    model = make_model(grid=(4, 5))
+    with pytest.raises(ValueError, match=r"built for 4x5 grids .* got a 5x4 grid"):
+        model(torch.zeros(1, 5, 4, dtype=torch.long))
+    # Without position embedding, grid_size is only recorded: any grid works.
+    assert GatedPixelCNN(K, 8, 2, grid_size=[4, 5])(torch.zeros(1, 6, 3, dtype=torch.long)).shape == (
+        1,
+        K,
+        6,
+        3,
+    )

@@ -23,10 +23,21 @@ def no_tf32():
 
 
 def make_model(
-    num_layers: int = 2, kernel_size: int = 3, num_classes: int = 0, channels: int = 12
+    num_layers: int = 2,
+    kernel_size: int = 3,
+    num_classes: int = 0,
+    channels: int = 12,
+    grid: tuple[int, int] | None = None,
 ) -> GatedPixelCNN:
+    """A small model; ``grid`` turns on position embedding for that (H, W), with random (nonzero) values."""
     torch.manual_seed(0)
-    return GatedPixelCNN(K, channels, num_layers, kernel_size, num_classes).eval()
+    model = GatedPixelCNN(
+        K, channels, num_layers, kernel_size, num_classes, grid_size=grid, position_embedding=bool(grid)
+    )
+    for layer in model.layers if grid else []:
+        torch.nn.init.normal_(layer.pos_row)  # they start at zero; make them matter
+        torch.nn.init.normal_(layer.pos_col)
+    return model.eval()
 
 
 def gen(seed: int) -> torch.Generator:
@@ -34,19 +45,25 @@ def gen(seed: int) -> torch.Generator:
 
 
 @pytest.mark.parametrize(
-    ("num_layers", "kernel_size", "height", "width", "num_classes"),
+    ("num_layers", "kernel_size", "height", "width", "num_classes", "position"),
     [
-        (1, 3, 6, 7, 0),
-        (3, 3, 6, 7, 3),
-        (1, 5, 5, 8, 0),
-        (3, 5, 7, 4, 2),
-        (2, 7, 4, 9, 0),
-        (2, 3, 1, 6, 0),
-        (2, 3, 5, 1, 2),
+        (1, 3, 6, 7, 0, False),
+        (3, 3, 6, 7, 3, False),
+        (1, 5, 5, 8, 0, False),
+        (3, 5, 7, 4, 2, False),
+        (2, 7, 4, 9, 0, False),
+        (2, 3, 1, 6, 0, False),
+        (2, 3, 5, 1, 2, False),
+        (3, 3, 6, 7, 0, True),
+        (3, 3, 7, 5, 3, True),
+        (2, 5, 5, 8, 2, True),
+        (2, 3, 1, 6, 0, True),
     ],
 )
-def test_cached_logits_equal_full_forward(num_layers, kernel_size, height, width, num_classes) -> None:
-    model = make_model(num_layers, kernel_size, num_classes)
+def test_cached_logits_equal_full_forward(
+    num_layers, kernel_size, height, width, num_classes, position
+) -> None:
+    model = make_model(num_layers, kernel_size, num_classes, grid=(height, width) if position else None)
     indices = torch.randint(0, K, (3, height, width), generator=gen(1))
     labels = torch.tensor([0, 1, 1]) if num_classes else None
     full = model(indices, labels)
@@ -56,9 +73,12 @@ def test_cached_logits_equal_full_forward(num_layers, kernel_size, height, width
     assert full.std(dim=(2, 3)).min() > 1e-4
 
 
-@pytest.mark.parametrize(("num_classes", "temperature"), [(0, 1.0), (3, 1.0), (0, 0.6), (2, 1.7)])
-def test_naive_and_cached_draw_the_same_grids(num_classes: int, temperature: float) -> None:
-    model = make_model(num_layers=3, num_classes=num_classes)
+@pytest.mark.parametrize(
+    ("num_classes", "temperature", "position"),
+    [(0, 1.0, False), (3, 1.0, False), (0, 0.6, False), (2, 1.7, False), (0, 1.0, True), (3, 0.8, True)],
+)
+def test_naive_and_cached_draw_the_same_grids(num_classes: int, temperature: float, position: bool) -> None:
+    model = make_model(num_layers=3, num_classes=num_classes, grid=(4, 5) if position else None)
     labels = torch.tensor([0, 1, 1]) if num_classes else None
     kwargs = dict(labels=labels, temperature=temperature)
     naive = sample_naive(model, 3, 4, 5, generator=gen(7), **kwargs)
@@ -129,3 +149,17 @@ def test_dispatch_and_generate() -> None:
         model.generate(2, 3, 4)
     with pytest.raises(ValueError, match="height must be a positive integer"):
         model.generate(2, 0, 4, labels=labels)
+
+
+def test_samplers_refuse_another_grid_size_with_position_embedding() -> None:
+    model = make_model(num_classes=2, grid=(4, 5))
+    labels = torch.tensor([0, 1])
+    for call in (
+        lambda: sample_cached(model, 2, 5, 5, labels=labels),
+        lambda: sample_naive(model, 2, 4, 6, labels=labels),
+        lambda: model.generate(2, 8, 8, labels=labels),
+        lambda: cached_logits_for_grid(model, torch.zeros(2, 3, 5, dtype=torch.long), labels),
+    ):
+        with pytest.raises(ValueError, match=r"built for 4x5 grids"):
+            call()
+    assert sample_cached(model, 2, 4, 5, labels=labels, generator=gen(0)).shape == (2, 4, 5)

@@ -70,7 +70,7 @@ def test_index_dataset_layout_and_manifest(chain) -> None:
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert batch["indices"].shape[1:] == (8, 8) and batch["indices"].dtype == torch.long
-    assert dm.model_defaults()["net"] == {"num_codes": 16, "num_classes": 2}
+    assert dm.model_defaults()["net"] == {"num_codes": 16, "num_classes": 2, "grid_size": [8, 8]}
 
 
 def test_encode_then_decode_equals_vqvae_reconstruction(chain) -> None:

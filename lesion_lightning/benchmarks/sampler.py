@@ -15,6 +15,10 @@ after ``warmup`` untimed rows and passes) the progress callback times one naive 
 ``naive_positions`` are done. Both sides see the same load at the same time, and each reports its
 median, which shrugs off load spikes from other processes on a shared machine.
 
+A model with ``position_embedding: true`` is built once per grid with ``grid_size`` = that grid (the
+embedding ties a model to one grid size); every cached measurement samples a full-height g x g
+grid, stopped by the progress callback once enough rows are timed.
+
 Run it through `python -m lesion_lightning.bench sampler`, or directly:
 `python -m lesion_lightning.benchmarks.sampler [path/to/sampler.yaml]`.
 """
@@ -33,7 +37,15 @@ from lesion_lightning.models.pixelcnn import GatedPixelCNN
 from lesion_lightning.models.sampling import naive_step, sample_cached
 
 CONFIG = "conf/bench/sampler.yaml"
-_MODEL_KEYS = {"num_codes", "channels", "num_layers", "kernel_size", "num_classes", "out_hidden"}
+_MODEL_KEYS = {
+    "num_codes",
+    "channels",
+    "num_layers",
+    "kernel_size",
+    "num_classes",
+    "out_hidden",
+    "position_embedding",
+}
 
 
 class _StopSampling(Exception):
@@ -133,11 +145,10 @@ def _time_pair(
     _sync(device)
     row_start[0] = time.perf_counter()
     try:
-        # One extra row so every timed row does its vertical update, as in a full-size grid.
+        # The full g rows (position embedding accepts no other height); stopped after total_rows, so
+        # every timed row does its vertical update, as in a full-size grid.
         sampler_gen = torch.Generator(device=device).manual_seed(seed)
-        sample_cached(
-            model, batch, total_rows + 1, g, labels=labels, generator=sampler_gen, progress=progress
-        )
+        sample_cached(model, batch, g, g, labels=labels, generator=sampler_gen, progress=progress)
     except _StopSampling:
         pass
     return statistics.median(naive_times), statistics.median(row_times) / g
@@ -153,16 +164,24 @@ def run(cfg: DictConfig) -> dict:
     cached_rows = _positive_int(cfg, "cached_rows")
     warmup = _positive_int(cfg, "warmup", minimum=0)
     seed = int(cfg.get("seed", 0))
+    specs = _model_specs(cfg)
+    # every timed row needs a next row (its vertical update) inside the g-row grid
+    needed = warmup + max(cached_rows, naive_positions)
+    too_small = sorted({g for _, _, grids in specs for g in grids if g <= needed})
+    if too_small:
+        raise SystemExit(
+            f"{CONFIG}: grids must be > warmup + max(cached_rows, naive_positions) = {needed}, got {too_small}"
+        )
     rows = []
-    for name, kwargs, grids in _model_specs(cfg):
-        torch.manual_seed(seed)
-        try:
-            model = GatedPixelCNN(**kwargs).to(device).eval()
-        except (TypeError, ValueError) as err:
-            raise SystemExit(f"{CONFIG}: bad model shape for {name!r}: {err}") from err
-        classes = model.num_classes
-        labels = torch.arange(batch, device=device) % classes if classes else None
+    for name, kwargs, grids in specs:
         for g in grids:
+            torch.manual_seed(seed)
+            try:
+                model = GatedPixelCNN(**kwargs, grid_size=[g, g]).to(device).eval()
+            except (TypeError, ValueError) as err:
+                raise SystemExit(f"{CONFIG}: bad model shape for {name!r}: {err}") from err
+            classes = model.num_classes
+            labels = torch.arange(batch, device=device) % classes if classes else None
             naive_s, cached_s = _time_pair(
                 model, batch, g, labels, naive_positions, cached_rows, warmup, seed
             )
@@ -170,6 +189,7 @@ def run(cfg: DictConfig) -> dict:
             rows.append(
                 {
                     "model": name,
+                    "position_embedding": model.position_embedding,
                     "grid": g,
                     "batch": batch,
                     "naive_ms_per_position": 1000 * naive_s,
@@ -188,7 +208,7 @@ def run(cfg: DictConfig) -> dict:
         "warmup": warmup,
         "seed": seed,
         "dtype": "float32",
-        "models": {name: kwargs for name, kwargs, _ in _model_specs(cfg)},
+        "models": {name: kwargs for name, kwargs, _ in specs},
     }
     return {"settings": settings, "rows": rows}
 

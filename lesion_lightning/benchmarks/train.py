@@ -33,6 +33,10 @@ def _build(experiment: str, cfg: DictConfig, compiled: bool):
         for key, value in cfg.pixelcnn_defaults.items():
             if key in model_cfg.net and model_cfg.net[key] is None:
                 model_cfg.net[key] = value
+        # the prior's grid (position embedding needs it) is the one the benchmark batch uses
+        if "grid_size" in model_cfg.net and model_cfg.net.grid_size is None:
+            grid = int(exp_cfg.get("grid") or 32)
+            model_cfg.net.grid_size = [grid, grid]
         model_cfg.compile = bool(compiled)
         if "channels_last" in model_cfg:
             model_cfg.channels_last = bool(cfg.channels_last)

@@ -84,12 +84,16 @@ class IndexDataModule(L.LightningDataModule):
         """What a prior trained on this data must agree with (see utils.config.fill_model_from_data)."""
         n = len(self.class_names)
         return {
-            "net": {"num_codes": int(self.manifest["num_codes"]), "num_classes": n if n > 1 else 0},
+            "net": {
+                "num_codes": int(self.manifest["num_codes"]),
+                "num_classes": n if n > 1 else 0,
+                "grid_size": list(self.grid_size),
+            },
             "vqvae_ckpt": self.manifest["vqvae"]["checkpoint"],
             "vqvae_fingerprint": self.manifest["vqvae"]["fingerprint"],
             "class_names": self.class_names,
             "grid_size": list(self.grid_size),
-            "index_dataset": str(self.root),
+            "index_dataset": str(self.root.resolve()),  # absolute: evaluate may run from elsewhere
         }
 
     def setup(self, stage: str | None = None) -> None:

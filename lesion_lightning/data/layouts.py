@@ -136,7 +136,8 @@ def _kind(table: _Csv) -> str | None:
         return "isic2018"
     if {"image_id", "dx"} <= cols:  # HAM10000_metadata.csv
         return "isic2018"
-    if "image_name" in cols and cols & {"diagnosis", "target", "benign_malignant"}:
+    # a label column, not just `target`: Kaggle's sample_submission.csv (image_name,target) lists test images
+    if "image_name" in cols and cols & {"diagnosis", "benign_malignant"}:
         return "isic2020"
     if "image" in cols and "lesion_id" in cols:  # 2018 lesion groupings or 2019 metadata: groups only
         return "groups"

@@ -30,8 +30,8 @@ def check_normalization(normalization: str) -> str:
 
 def build_augment(config: Mapping[str, Any] | None) -> Callable[..., dict] | None:
     """An albumentations pipeline from its Hydra config (a mapping with ``_target_``), or None."""
-    if config is None:
-        return None
+    if config is None or (isinstance(config, Mapping) and not config) or config == "none":
+        return None  # data/augment=none (an empty group file), data.augment=null or `none`
     if not isinstance(config, Mapping) or "_target_" not in config:
         raise TypeError(
             f"data.augment must be null or an albumentations pipeline config with _target_ "

@@ -15,6 +15,13 @@ tests in tests/test_pixelcnn.py pin it down.
 
 There is deliberately no normalization layer: any statistic over spatial positions would let
 later positions leak into earlier ones and would make incremental sampling inexact.
+
+Optional position conditioning (``position_embedding=True``): convolutions are translation-equivariant
+and the receptive field is limited, so on its own the network cannot tell the border of the grid
+(dermoscopes' dark circular vignette) from its centre (where the lesion sits). Each layer then adds a
+learned term that depends only on the position, row[i] + col[j] (separable, (2C, H) + (2C, W)), to
+the pre-activations of both gates, exactly like the class embedding. It reads no data, so causality
+is untouched; it ties the model to one grid size (``grid_size``).
 """
 
 from __future__ import annotations
@@ -46,7 +53,15 @@ class GatedLayer(nn.Module):
     (DDP refuses unused parameters by default).
     """
 
-    def __init__(self, channels: int, kernel_size: int, first: bool, last: bool, num_classes: int) -> None:
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int,
+        first: bool,
+        last: bool,
+        num_classes: int,
+        grid_size: tuple[int, int] | None = None,
+    ) -> None:
         super().__init__()
         self.channels = channels
         self.pad = kernel_size // 2
@@ -60,6 +75,18 @@ class GatedLayer(nn.Module):
         self.skip = nn.Conv2d(channels, channels, 1)
         # One class embedding per layer, added inside the gates of both stacks (as in the paper).
         self.cond = nn.Embedding(num_classes, 2 * channels) if num_classes > 0 else None
+        # Position embedding (only with grid_size): one term shared by both gates like the class one,
+        # row (2C, H) + column (2C, W). Zero at init, so an untrained model is the plain PixelCNN.
+        self.pos_row = self.pos_col = None
+        if grid_size is not None:
+            self.pos_row = nn.Parameter(torch.zeros(2 * channels, grid_size[0]))
+            self.pos_col = nn.Parameter(torch.zeros(2 * channels, grid_size[1]))
+
+    def position_term(self) -> torch.Tensor | None:
+        """The learned (2C, H, W) position term, or None without position embedding."""
+        if self.pos_row is None:
+            return None
+        return self.pos_row[:, :, None] + self.pos_col[:, None, :]  # (2C, H, 1) + (2C, 1, W)
 
     def forward(
         self, v: torch.Tensor, h: torch.Tensor, labels: torch.Tensor | None
@@ -76,6 +103,10 @@ class GatedLayer(nn.Module):
             c = self.cond(labels)[:, :, None, None]  # (B, 2C) -> (B, 2C, 1, 1)
             v_pre = v_pre + c
             h_pre = h_pre + c
+        pos = self.position_term()
+        if pos is not None:  # (2C, H, W), broadcast over the batch
+            v_pre = v_pre + pos
+            h_pre = h_pre + pos
         g = gate(h_pre)  # (B, C, H, W)
         skip = self.skip(g)
         if self.last:
@@ -88,7 +119,10 @@ class GatedPixelCNN(nn.Module):
     """Autoregressive prior p(indices | label) over (H, W) grids of ``num_codes`` codes, raster order.
 
     Built from primitives only so a checkpoint can rebuild it. Works on any grid size (the
-    convolutions are padded, nothing assumes H == W).
+    convolutions are padded, nothing assumes H == W), except with ``position_embedding=True``: then
+    each layer learns a position term for ``grid_size`` = (H, W), which becomes the only grid size the
+    model accepts (forward and sampling raise on another). ``grid_size`` without position embedding is
+    only recorded. The defaults (False / None) create no parameters, so older state dicts still load.
     """
 
     def __init__(
@@ -99,6 +133,8 @@ class GatedPixelCNN(nn.Module):
         kernel_size: int = 3,
         num_classes: int = 0,
         out_hidden: int | None = None,
+        grid_size: tuple[int, int] | list[int] | None = None,
+        position_embedding: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -120,16 +156,45 @@ class GatedPixelCNN(nn.Module):
             raise ValueError(
                 f"GatedPixelCNN: out_hidden must be a positive integer or None, got {out_hidden!r}"
             )
+        if grid_size is not None:
+            grid_size = tuple(grid_size) if isinstance(grid_size, list | tuple) else grid_size
+            if (
+                not isinstance(grid_size, tuple)
+                or len(grid_size) != 2
+                or any(not isinstance(n, int) or isinstance(n, bool) or n < 1 for n in grid_size)
+            ):
+                raise ValueError(
+                    f"GatedPixelCNN: grid_size must be [height, width] (two positive integers) or None, "
+                    f"got {grid_size!r}"
+                )
+        if not isinstance(position_embedding, bool):
+            raise ValueError(
+                f"GatedPixelCNN: position_embedding must be true or false, got {position_embedding!r}"
+            )
+        if position_embedding and grid_size is None:
+            raise ValueError(
+                "GatedPixelCNN: position_embedding=True needs grid_size=[height, width], the code grid the "
+                "prior is trained on (model.net.grid_size; data=indices fills it from the index dataset)"
+            )
         self.num_codes = num_codes
         self.channels = channels
         self.num_layers = num_layers
         self.kernel_size = kernel_size
         self.num_classes = num_classes
         self.out_hidden = out_hidden if out_hidden is not None else channels
+        self.grid_size: tuple[int, int] | None = grid_size
+        self.position_embedding = position_embedding
 
         self.embedding = nn.Embedding(num_codes, channels)
         self.layers = nn.ModuleList(
-            GatedLayer(channels, kernel_size, first=i == 0, last=i == num_layers - 1, num_classes=num_classes)
+            GatedLayer(
+                channels,
+                kernel_size,
+                first=i == 0,
+                last=i == num_layers - 1,
+                num_classes=num_classes,
+                grid_size=grid_size if position_embedding else None,
+            )
             for i in range(num_layers)
         )
         # Skips of every layer are summed, then ReLU -> 1x1 -> ReLU -> 1x1 to K logits.
@@ -158,6 +223,16 @@ class GatedPixelCNN(nn.Module):
                     f"got values in [{lo}, {hi}]; check that the index grids come from the VQ-VAE this prior "
                     "was built for"
                 )
+
+    def check_grid(self, height: int, width: int) -> None:
+        """Raise ValueError if the model has position embeddings for another grid size than height x width."""
+        if self.position_embedding and (height, width) != self.grid_size:
+            gh, gw = self.grid_size
+            raise ValueError(
+                f"GatedPixelCNN: this prior's position embedding was built for {gh}x{gw} grids "
+                f"(grid_size={[gh, gw]}), got a {height}x{width} grid; use {gh}x{gw} grids (the index "
+                "dataset it was trained on) or a model with position_embedding=false"
+            )
 
     def check_labels(self, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
         """Validate class labels against num_classes; returns them as a long tensor (or None)."""
@@ -201,6 +276,7 @@ class GatedPixelCNN(nn.Module):
         Separate from forward so causality can be checked with gradients w.r.t. a float input.
         Labels are expected validated (forward does it).
         """
+        self.check_grid(x.shape[-2], x.shape[-1])
         v, h = x, x
         skips = None
         for layer in self.layers:

@@ -18,6 +18,10 @@ How the work is split (p = kernel_size // 2, C = channels, L = layers):
   strided view that flattens to (B, (p+1)*C) without a copy, so a layer is one addmm against the
   conv weight reshaped once to ((p+1)*C, 2C), the gate, and one addmm for the residual 1x1. The
   skip 1x1s of all layers are one addmm over the concatenated gate outputs (B, L*C).
+- Position embedding (optional, see pixelcnn.py): a layer's term row[i] + col[j] enters both gates.
+  The horizontal one costs nothing per position: the row term is already (B, W, 2C), indexed by
+  column, so each row folds in col (W, 2C, transposed once per sampler call) and row[i + 1] when it
+  is built. The vertical gate adds row[r] + col to the (B, 2C, W) row pre-activation in finish_row.
 
 Random draws: both samplers draw u ~ U[0, 1) of shape (B,) per position from the same generator,
 in the same order, and pick codes by inverse CDF of softmax(logits / T) in float32 (``draw``), so
@@ -45,6 +49,7 @@ def _check_request(
     for name, value in (("batch_size", batch_size), ("height", height), ("width", width)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"sampling: {name} must be a positive integer, got {value!r}")
+    model.check_grid(height, width)
     if not isinstance(temperature, int | float) or not temperature > 0:
         raise ValueError(
             f"sampling: temperature must be a number > 0 (1.0 = the model's own distribution), got {temperature!r}"
@@ -125,8 +130,9 @@ class IncrementalState:
 
     @torch.no_grad()
     def __init__(
-        self, model: GatedPixelCNN, batch_size: int, width: int, labels: torch.Tensor | None
+        self, model: GatedPixelCNN, batch_size: int, height: int, width: int, labels: torch.Tensor | None
     ) -> None:
+        model.check_grid(height, width)
         B, W = batch_size, width
         C, L, K = model.channels, model.num_layers, model.num_codes
         p = model.kernel_size // 2
@@ -168,6 +174,16 @@ class IncrementalState:
             (ly.h_conv.bias + ly.v_to_h.bias + c)[:, None, :] for ly, c in zip(layers, self.cond, strict=True)
         ]
 
+        # Position terms, transposed once: rows (H, 2C) per layer, columns (W, 2C) for the row terms and
+        # (2C, W) for the vertical gate. None without position embedding.
+        self.row = 0  # the row being sampled
+        if model.position_embedding:
+            self.pos_row = [ly.pos_row.detach().t().contiguous() for ly in layers]
+            self.pos_col_h = [ly.pos_col.detach().t().contiguous() for ly in layers]
+            self.pos_col_v = [ly.pos_col.detach() for ly in layers]
+        else:
+            self.pos_row = self.pos_col_h = self.pos_col_v = None
+
         # --- caches
         # Horizontal inputs of the current row. Layer 0 (mask A) reads columns j-p-1..j-1, so it has
         # p+1 zero columns on the left; later layers read j-p..j and have p. Either way the window for
@@ -178,6 +194,7 @@ class IncrementalState:
         # Row term for the current row; row 0 sees the zero row that the shift brings in, so only
         # the biases remain there.
         self.row_term = [rb.expand(B, W, 2 * C).clone() for rb in self.row_bias]
+        self._add_position(0)
         self.pre = torch.empty(B, 2 * C, **zeros)
         self.t = torch.empty(B, C, **zeros)
         self.s = torch.empty(B, C, **zeros)
@@ -194,6 +211,13 @@ class IncrementalState:
         self.emb_dst = [self.h_buf[0][:, j + p + 1] for j in range(W)]
         self.g = [self.g_all[:, li * C : (li + 1) * C] for li in range(L)]
         self.pre_a, self.pre_b = self.pre[:, :C], self.pre[:, C:]
+
+    def _add_position(self, r: int) -> None:
+        """Fold the position term of row r (row[r] + col, (W, 2C)) into every layer's row term."""
+        if self.pos_row is None or r >= self.pos_row[0].shape[0]:  # past the last row: nothing to prepare
+            return
+        for rt, row, col in zip(self.row_term, self.pos_row, self.pos_col_h, strict=True):
+            rt.add_(col).add_(row[r])  # (B, W, 2C) + (W, 2C) + (2C,)
 
     def logits_at(self, j: int) -> torch.Tensor:
         """Logits (B, K) at column j of the current row; valid until the next call."""
@@ -221,7 +245,7 @@ class IncrementalState:
 
     def finish_row(self) -> None:
         """The current row is complete: run the vertical stack on it and prepare the next row's row terms."""
-        p, W = self.p, self.W
+        p, W, r = self.p, self.W, self.row
         v_in = self.h_buf[0][:, p + 1 :].transpose(1, 2)  # the row's code embeddings, (B, W, C) -> (B, C, W)
         for li in range(self.L):
             ring = self.v_ring[li]
@@ -232,9 +256,12 @@ class IncrementalState:
             torch.matmul(v_pre.transpose(1, 2), self.v2h_w[li], out=self.row_term[li])  # (B, W, 2C)
             self.row_term[li].add_(self.row_bias[li])
             if li < self.L - 1:
-                v_in = torch.tanh(v_pre[:, : self.C] + self.cond[li][:, : self.C, None]) * torch.sigmoid(
-                    v_pre[:, self.C :] + self.cond[li][:, self.C :, None]
-                )  # (B, C, W)
+                v_pre = v_pre + self.cond[li][:, :, None]  # (B, 2C, W) + (B, 2C, 1)
+                if self.pos_row is not None:  # + col (2C, W) + row[r] (2C, 1)
+                    v_pre = v_pre + (self.pos_col_v[li] + self.pos_row[li][r][:, None])
+                v_in = torch.tanh(v_pre[:, : self.C]) * torch.sigmoid(v_pre[:, self.C :])  # (B, C, W)
+        self.row = r + 1
+        self._add_position(self.row)
 
 
 def _cached_run(
@@ -247,7 +274,7 @@ def _cached_run(
     progress: ProgressFn | None,
 ) -> torch.Tensor:
     """Drive IncrementalState in raster order; ``choose(i, j, logits)`` returns the (B,) codes at (i, j)."""
-    state = IncrementalState(model, batch_size, width, labels)
+    state = IncrementalState(model, batch_size, height, width, labels)
     grid = torch.empty(batch_size, height, width, dtype=torch.long, device=_device(model))
     for i in range(height):
         row = grid[:, i]
@@ -296,6 +323,7 @@ def cached_logits_for_grid(
     """
     model.check_indices(indices)
     B, H, W = indices.shape
+    model.check_grid(H, W)
     labels = model.check_labels(labels, B)
     out = torch.empty(B, model.num_codes, H, W, device=indices.device, dtype=model.embedding.weight.dtype)
 

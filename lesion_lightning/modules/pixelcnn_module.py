@@ -67,8 +67,8 @@ class PixelCNNModule(L.LightningModule):
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         indices = batch["indices"]
         logits = self(indices, batch.get("label"))
-        # (B, K, H, W) logits straight into cross-entropy: no (B*H*W, K) copy
-        loss = F.cross_entropy(logits.float(), indices)
+        # (B, K, H, W) logits straight into cross-entropy: no (B*H*W, K) copy (autocast runs it in float32)
+        loss = F.cross_entropy(logits, indices)
         on_step = stage == "train"
         kw = {"on_step": on_step, "on_epoch": True, "sync_dist": not on_step, "batch_size": indices.size(0)}
         self.log(f"{stage}/loss", loss, prog_bar=True, **kw)

@@ -44,8 +44,18 @@ def load_pixelcnn(path: str | Path, device: str | torch.device = "cpu", key: str
     return PixelCNNModule.load_from_checkpoint(p, map_location=device).eval()
 
 
+def _read(path: Path, key: str) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated download, wrong file, ...
+        raise ValueError(
+            f"{key}={path} is not a readable Lightning checkpoint ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else ''}); pass a .ckpt from <run dir>/checkpoints/"
+        ) from err
+
+
 def _check_kind(path: Path, expected: str, key: str) -> None:
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = _read(path, key)
     kind = ckpt.get("lesion_lightning", {}).get("module")
     if kind != expected:
         raise ValueError(
@@ -55,7 +65,7 @@ def _check_kind(path: Path, expected: str, key: str) -> None:
 
 def datamodule_hparams(path: str | Path) -> dict:
     """The data config a checkpoint was trained with (LightningDataModule.save_hyperparameters)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    ckpt = _read(Path(path), "vqvae_ckpt")
     hp = ckpt.get("datamodule_hyper_parameters")
     if not hp:
         raise ValueError(f"{path} does not record its data configuration; pass the data settings explicitly")
@@ -65,8 +75,13 @@ def datamodule_hparams(path: str | Path) -> dict:
 def check_pair(pixelcnn, vqvae_path: str | Path) -> None:
     """Refuse a PixelCNN whose index dataset came from another VQ-VAE checkpoint."""
     expected = pixelcnn.hparams.get("vqvae_fingerprint")
+    if not expected:
+        raise ValueError(
+            "this PixelCNN checkpoint records no VQ-VAE fingerprint (it was not trained with data=indices on an "
+            "encode output), so its codes cannot be matched to a VQ-VAE; retrain it on an index dataset"
+        )
     actual = fingerprint(vqvae_path)
-    if expected and expected != actual:
+    if expected != actual:
         raise ValueError(
             f"mismatched checkpoints: the PixelCNN was trained on indices from VQ-VAE "
             f"{pixelcnn.hparams.get('vqvae_ckpt')} (sha256 {expected[:12]}...), but vqvae_ckpt={vqvae_path} "

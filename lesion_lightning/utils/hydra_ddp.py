@@ -21,7 +21,7 @@ def pin_ddp_relaunch_to_this_job() -> None:
     if not HydraConfig.initialized():
         return
     hydra_cfg = HydraConfig.get()
-    sys.argv = [sys.argv[0], *hydra_cfg.overrides.task]
+    sys.argv = [sys.argv[0], *_config_location_args(sys.argv[1:]), *hydra_cfg.overrides.task]
     root = HydraConfig.instance().cfg
     nodes = (root, root.hydra, root.hydra.run)
     flags = [node._get_node_flag("readonly") for node in nodes]
@@ -30,6 +30,20 @@ def pin_ddp_relaunch_to_this_job() -> None:
     root.hydra.run.dir = hydra_cfg.runtime.output_dir
     for node, flag in zip(nodes, flags, strict=True):
         OmegaConf.set_readonly(node, flag)
+
+
+_LOCATION_FLAGS = ("-cn", "-cp", "-cd", "--config-name", "--config-path", "--config-dir")
+
+
+def _config_location_args(argv: list[str]) -> list[str]:
+    """Keep `-cn NAME`, `--config-dir=DIR`, ... so every rank composes the same primary config."""
+    kept: list[str] = []
+    for i, arg in enumerate(argv):
+        if arg in _LOCATION_FLAGS and i + 1 < len(argv):
+            kept += [arg, argv[i + 1]]
+        elif arg.startswith(tuple(f"{flag}=" for flag in _LOCATION_FLAGS)):
+            kept.append(arg)
+    return kept
 
 
 # Set by Lightning (or torchrun/SLURM) for processes it starts; the launching process has none.
