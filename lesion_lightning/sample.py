@@ -47,6 +47,19 @@ def resolve_label(pixelcnn, label: str | int | None, n: int, device: torch.devic
 
 
 MAX_AUTO_BATCH = 256
+
+
+def sample_uniforms(seed: int, sample_ids, height: int, width: int) -> torch.Tensor:
+    """(N, H, W) uniforms, one CPU random stream per sample id: sample n is the same image whatever the
+    batch size, device or number of samples requested."""
+    return torch.stack(
+        [
+            torch.rand(height, width, generator=torch.Generator().manual_seed(seed * 1_000_003 + n))
+            for n in sample_ids
+        ]
+    )
+
+
 DECODE_CHUNK = 8
 
 
@@ -112,14 +125,13 @@ def sample(cfg: DictConfig) -> Path:
         for b in range(num_batches):
             lo, hi = b * batch_size, min((b + 1) * batch_size, cfg.num_samples)
             labels = labels_all[lo:hi] if labels_all is not None else None
-            g = torch.Generator(device=device).manual_seed(int(cfg.seed) * 100_003 + b)
             grids = pixelcnn.net.generate(
                 hi - lo,
                 h,
                 w,
                 labels=labels,
                 temperature=cfg.temperature,
-                generator=g,
+                uniforms=sample_uniforms(int(cfg.seed), range(lo, hi), h, w),
                 progress=lambda *_: bar.update(1),
                 method=cfg.sampler,
             )

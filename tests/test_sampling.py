@@ -163,3 +163,16 @@ def test_samplers_refuse_another_grid_size_with_position_embedding() -> None:
         with pytest.raises(ValueError, match=r"built for 4x5 grids"):
             call()
     assert sample_cached(model, 2, 4, 5, labels=labels, generator=gen(0)).shape == (2, 4, 5)
+
+
+@pytest.mark.parametrize("method", ["naive", "cached"])
+def test_given_uniforms_make_each_grid_independent_of_its_batch(method: str) -> None:
+    model = make_model(num_layers=2, num_classes=2)
+    u = torch.rand(3, 4, 5, generator=gen(3))
+    labels = torch.tensor([0, 1, 1])
+    together = sample(model, 3, 4, 5, labels=labels, uniforms=u, method=method)
+    alone = sample(model, 1, 4, 5, labels=labels[2:], uniforms=u[2:], method=method)
+    assert torch.equal(together[2:], alone)
+    assert torch.equal(together, sample(model, 3, 4, 5, labels=labels, uniforms=u, method="naive"))
+    with pytest.raises(ValueError, match="uniforms must have shape"):
+        sample(model, 2, 4, 5, labels=labels[:2], uniforms=u, method=method)

@@ -89,7 +89,13 @@ def test_sample_writes_pngs_and_is_reproducible(chain) -> None:
     cwd = chain["cwd"]
     args = [f"pixelcnn_ckpt={chain['pixelcnn']}", "num_samples=3", "batch_size=2", "seed=7", "label=melanoma"]
     run_cli("lesion_lightning.sample", *args, "hydra.run.dir=s1", cwd=cwd)
-    run_cli("lesion_lightning.sample", *args, "hydra.run.dir=s2", cwd=cwd)
+    # another batch size: sample n is the same image however the samples are batched
+    run_cli(
+        "lesion_lightning.sample",
+        *[a.replace("batch_size=2", "batch_size=3") for a in args],
+        "hydra.run.dir=s2",
+        cwd=cwd,
+    )
     out1, out2 = cwd / "s1" / "samples", cwd / "s2" / "samples"
     files = sorted(out1.glob("sample_*.png"))
     assert len(files) == 3 and (out1 / "grid.png").is_file()

@@ -296,6 +296,7 @@ class GatedPixelCNN(nn.Module):
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
         method: str = "cached",
+        uniforms: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Sample (batch_size, height, width) code grids; see lesion_lightning.models.sampling."""
         from lesion_lightning.models.sampling import sample
@@ -310,4 +311,5 @@ class GatedPixelCNN(nn.Module):
             generator=generator,
             progress=progress,
             method=method,
+            uniforms=uniforms,
         )

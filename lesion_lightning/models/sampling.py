@@ -75,6 +75,18 @@ def _uniforms(batch_size: int, generator: torch.Generator | None, device: torch.
     return torch.rand(batch_size, generator=generator, device=device)
 
 
+def _check_uniforms(
+    uniforms: torch.Tensor | None, batch_size: int, height: int, width: int, device: torch.device
+) -> torch.Tensor | None:
+    if uniforms is None:
+        return None
+    if tuple(uniforms.shape) != (batch_size, height, width):
+        raise ValueError(
+            f"uniforms must have shape {(batch_size, height, width)}, got {tuple(uniforms.shape)}"
+        )
+    return uniforms.to(device=device, dtype=torch.float32)
+
+
 def _device(model: GatedPixelCNN) -> torch.device:
     return model.embedding.weight.device
 
@@ -105,14 +117,16 @@ def sample_naive(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Reference sampler: H*W full forward passes. Exact but O((HW)^2); use for checks only."""
     labels = _check_request(model, batch_size, height, width, labels, temperature)
     device = _device(model)
+    uniforms = _check_uniforms(uniforms, batch_size, height, width, device)
     grid = torch.zeros(batch_size, height, width, dtype=torch.long, device=device)
     for i in range(height):
         for j in range(width):
-            u = _uniforms(batch_size, generator, device)
+            u = uniforms[:, i, j] if uniforms is not None else _uniforms(batch_size, generator, device)
             grid[:, i, j] = naive_step(model, grid, labels, i, j, u, temperature)
         if progress is not None:
             progress(i + 1, height)
@@ -299,13 +313,16 @@ def sample_cached(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
+    uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fast exact sampler: cached activations, one network column per position. Returns (B, H, W) long."""
     labels = _check_request(model, batch_size, height, width, labels, temperature)
     device = _device(model)
+    uniforms = _check_uniforms(uniforms, batch_size, height, width, device)
 
     def choose(i: int, j: int, logits: torch.Tensor) -> torch.Tensor:
-        return draw(logits, _uniforms(batch_size, generator, device), temperature)
+        u = uniforms[:, i, j] if uniforms is not None else _uniforms(batch_size, generator, device)
+        return draw(logits, u, temperature)
 
     # inference_mode trims per-op bookkeeping; clone outside it so callers get an ordinary tensor.
     with torch.inference_mode():
@@ -348,8 +365,13 @@ def sample(
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
     method: str = "cached",
+    uniforms: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Sample (B, H, W) code grids with ``method`` = "cached" (default, fast) or "naive" (reference)."""
+    """Sample (B, H, W) code grids with ``method`` = "cached" (default, fast) or "naive" (reference).
+
+    ``uniforms`` (B, H, W) in [0, 1), if given, replaces the generator's draws: one stream per grid,
+    so a grid does not depend on which batch it was sampled in.
+    """
     if method not in SAMPLERS:
         raise ValueError(f"sampling: unknown method {method!r}; choose one of {sorted(SAMPLERS)}")
     return SAMPLERS[method](
@@ -361,4 +383,5 @@ def sample(
         temperature=temperature,
         generator=generator,
         progress=progress,
+        uniforms=uniforms,
     )
