@@ -184,8 +184,9 @@ def build_cache(
     tag = f"tmp-{socket.gethostname()}-{os.getpid()}"
     tmp_images = directory / f"{IMAGES_FILE}.{tag}.npy"
     tmp_index = directory / f"{INDEX_FILE}.{tag}"
-    for stale in (directory / INDEX_FILE, directory / IMAGES_FILE):
-        stale.unlink(missing_ok=True)  # an incomplete/outdated cache under this key must not be mixed in
+    # Nothing is deleted up front: the key fixes the content, and the final renames (index last) swap a
+    # complete cache in atomically, so a node building the same cache concurrently (multi-node DDP on a
+    # shared filesystem) never removes one that another node's ranks are already reading.
     n = len(ids)
     arr = np.lib.format.open_memmap(
         tmp_images, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3)
