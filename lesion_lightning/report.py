@@ -351,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("sweep_dir", help="folder holding the pipeline run(s): searched for pipeline.json")
     parser.add_argument("--out", default=None, help="report path (default SWEEP_DIR/report.md)")
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the table and pictures to W&B (the sweep's group, job_type=report)",
+    )
     args = parser.parse_args(argv)
     try:
         path = write_report(args.sweep_dir, args.out)
@@ -358,6 +363,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"report: {path}")
+    if args.wandb:
+        from lesion_lightning.report_wandb import log_report_to_wandb
+
+        print(f"W&B report run: {log_report_to_wandb(args.sweep_dir)}")
     return 0
 
 

@@ -120,3 +120,20 @@ def test_cli_and_clear_error_without_runs(tmp_path, capsys):
     assert "no pipeline.json below" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError, match="does not exist"):
         write_report(tmp_path / "nope")
+
+
+def test_report_logged_to_wandb_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    sweep = tmp_path / "sweep"
+    _run(sweep, "0", 32, _metrics(20.0, 3.0, 12.0))
+    _run(sweep, "1", 64, _metrics(24.0, 2.5, None))
+    write_report(sweep)
+    from lesion_lightning.report_wandb import log_report_to_wandb
+
+    run_dir = log_report_to_wandb(sweep)
+    assert run_dir.parent == sweep / "wandb" and run_dir.name.startswith("offline-run-")
+    media = {p.name.split("_")[0] for p in (run_dir / "files" / "media").rglob("*.png")}
+    assert media, "plot and pictures logged as images"
+    tables = list((run_dir / "files" / "media" / "table").rglob("*.table.json"))
+    table = json.loads(tables[0].read_text())
+    assert [row[0] for row in table["data"]] == [32, 64]

@@ -28,3 +28,10 @@ class SweepReportCallback(Callback):
             )
             return
         print(f"sweep report: {path}")
+        if config.get("log_with") in ("wandb", "many"):
+            from lesion_lightning.report_wandb import log_report_to_wandb
+
+            try:
+                log_report_to_wandb(sweep_dir, group=config.get("group"))
+            except Exception as err:  # W&B trouble must not hide the local report
+                log.error("logging the sweep report to W&B failed: %s", err)
