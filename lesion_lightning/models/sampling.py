@@ -75,16 +75,26 @@ def _uniforms(batch_size: int, generator: torch.Generator | None, device: torch.
     return torch.rand(batch_size, generator=generator, device=device)
 
 
-def _check_uniforms(
-    uniforms: torch.Tensor | None, batch_size: int, height: int, width: int, device: torch.device
-) -> torch.Tensor | None:
+def _uniform_source(
+    uniforms: torch.Tensor | None,
+    generator: torch.Generator | None,
+    batch_size: int,
+    height: int,
+    width: int,
+    device: torch.device,
+) -> Callable[[int, int], torch.Tensor]:
+    """(i, j) -> the (B,) uniforms for that position: from `uniforms` (B, H, W) if given, else the generator.
+
+    Both samplers take their draws from here, so for the same seed they consume identical numbers.
+    """
     if uniforms is None:
-        return None
+        return lambda i, j: _uniforms(batch_size, generator, device)
     if tuple(uniforms.shape) != (batch_size, height, width):
         raise ValueError(
             f"uniforms must have shape {(batch_size, height, width)}, got {tuple(uniforms.shape)}"
         )
-    return uniforms.to(device=device, dtype=torch.float32)
+    uniforms = uniforms.to(device=device, dtype=torch.float32)
+    return lambda i, j: uniforms[:, i, j]
 
 
 def _device(model: GatedPixelCNN) -> torch.device:
@@ -122,12 +132,11 @@ def sample_naive(
     """Reference sampler: H*W full forward passes. Exact but O((HW)^2); use for checks only."""
     labels = _check_request(model, batch_size, height, width, labels, temperature)
     device = _device(model)
-    uniforms = _check_uniforms(uniforms, batch_size, height, width, device)
+    u_at = _uniform_source(uniforms, generator, batch_size, height, width, device)
     grid = torch.zeros(batch_size, height, width, dtype=torch.long, device=device)
     for i in range(height):
         for j in range(width):
-            u = uniforms[:, i, j] if uniforms is not None else _uniforms(batch_size, generator, device)
-            grid[:, i, j] = naive_step(model, grid, labels, i, j, u, temperature)
+            grid[:, i, j] = naive_step(model, grid, labels, i, j, u_at(i, j), temperature)
         if progress is not None:
             progress(i + 1, height)
     return grid
@@ -317,12 +326,10 @@ def sample_cached(
 ) -> torch.Tensor:
     """Fast exact sampler: cached activations, one network column per position. Returns (B, H, W) long."""
     labels = _check_request(model, batch_size, height, width, labels, temperature)
-    device = _device(model)
-    uniforms = _check_uniforms(uniforms, batch_size, height, width, device)
+    u_at = _uniform_source(uniforms, generator, batch_size, height, width, _device(model))
 
     def choose(i: int, j: int, logits: torch.Tensor) -> torch.Tensor:
-        u = uniforms[:, i, j] if uniforms is not None else _uniforms(batch_size, generator, device)
-        return draw(logits, u, temperature)
+        return draw(logits, u_at(i, j), temperature)
 
     # inference_mode trims per-op bookkeeping; clone outside it so callers get an ordinary tensor.
     with torch.inference_mode():
