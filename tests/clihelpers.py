@@ -71,3 +71,16 @@ TINY_VQVAE = [
     "trainer.log_every_n_steps=1",
     "callbacks.rich_progress_bar=null",
 ]
+TINY_PIXELCNN = [
+    "experiment=quickstart_pixelcnn",
+    "model.net.channels=8",
+    "model.net.num_layers=2",
+    "trainer.max_epochs=1",
+    "trainer.log_every_n_steps=1",
+    "callbacks.rich_progress_bar=null",
+    "logger=csv",
+    "data.batch_size=8",
+    "model.num_log_samples=2",
+]
+# samples the shared `chain` fixture draws
+CHAIN_NUM_SAMPLES = 6

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clihelpers import TINY_VQVAE, compose_config, run_cli
+from clihelpers import CHAIN_NUM_SAMPLES, compose_config, run_cli
 from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance
 
@@ -26,55 +26,7 @@ from lesion_lightning.utils.checkpoints import fingerprint, load_vqvae
 STAND_IN = (
     "eval.feature_extractor={_target_:lesion_lightning.metrics.generation.RandomConvFeatures,num_features:8}"
 )
-NUM_SAMPLES = 6
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory) -> dict[str, Path]:
-    """VQ-VAE -> encode -> PixelCNN -> samples, each through its CLI with tiny settings (~35 s)."""
-    root = tmp_path_factory.mktemp("chain")
-    run_cli(
-        "lesion_lightning.train",
-        "experiment=quickstart",
-        *TINY_VQVAE,
-        "logger=csv",
-        "callbacks.image_logger=null",
-        f"hydra.run.dir={root / 'vqvae'}",
-        cwd=root,
-    )
-    vqvae = root / "vqvae" / "checkpoints" / "last.ckpt"
-    run_cli("lesion_lightning.encode", f"vqvae_ckpt={vqvae}", f"hydra.run.dir={root / 'encode'}", cwd=root)
-    indices = root / "encode" / "indices"
-    run_cli(
-        "lesion_lightning.train",
-        "experiment=quickstart_pixelcnn",
-        f"data.root={indices}",
-        "model.net.channels=8",
-        "model.net.num_layers=2",
-        "trainer.max_epochs=1",
-        "trainer.log_every_n_steps=1",
-        "callbacks.rich_progress_bar=null",
-        "callbacks.image_logger=null",
-        "logger=csv",
-        f"hydra.run.dir={root / 'pixelcnn'}",
-        cwd=root,
-    )
-    pixelcnn = root / "pixelcnn" / "checkpoints" / "last.ckpt"
-    run_cli(
-        "lesion_lightning.sample",
-        f"pixelcnn_ckpt={pixelcnn}",
-        f"num_samples={NUM_SAMPLES}",
-        f"hydra.run.dir={root / 'sample'}",
-        cwd=root,
-    )
-    return {
-        "root": root,
-        "vqvae": vqvae,
-        "indices": indices,
-        "pixelcnn": pixelcnn,
-        "pixelcnn_run": root / "pixelcnn",
-        "samples": root / "sample" / "samples",
-    }
+NUM_SAMPLES = CHAIN_NUM_SAMPLES
 
 
 def run_evaluate(out_dir: Path, *overrides: str) -> dict:

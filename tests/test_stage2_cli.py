@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from clihelpers import TINY_VQVAE, run_cli
+from clihelpers import run_cli
 from PIL import Image
 
 from lesion_lightning.data.indices import IndexDataModule, read_manifest
@@ -18,42 +18,6 @@ from lesion_lightning.encode import build_datamodule
 from lesion_lightning.utils.checkpoints import load_vqvae
 
 pytestmark = pytest.mark.slow
-TINY_PIXELCNN = [
-    "experiment=quickstart_pixelcnn",
-    "model.net.channels=8",
-    "model.net.num_layers=2",
-    "trainer.max_epochs=1",
-    "callbacks.rich_progress_bar=null",
-    "logger=csv",
-    "data.batch_size=8",
-    "model.num_log_samples=2",
-]
-
-
-@pytest.fixture(scope="module")
-def chain(tmp_path_factory) -> dict[str, Path]:
-    cwd = tmp_path_factory.mktemp("stage2")
-    run_cli(
-        "lesion_lightning.train",
-        "experiment=quickstart",
-        *TINY_VQVAE,
-        "logger=csv",
-        "test=false",
-        "hydra.run.dir=vqvae",
-        cwd=cwd,
-    )
-    vqvae_ckpt = cwd / "vqvae" / "checkpoints" / "last.ckpt"
-    run_cli("lesion_lightning.encode", f"vqvae_ckpt={vqvae_ckpt}", "hydra.run.dir=encode", cwd=cwd)
-    indices = cwd / "encode" / "indices"
-    run_cli(
-        "lesion_lightning.train", *TINY_PIXELCNN, f"data.root={indices}", "hydra.run.dir=pixelcnn", cwd=cwd
-    )
-    return {
-        "cwd": cwd,
-        "vqvae": vqvae_ckpt,
-        "indices": indices,
-        "pixelcnn": cwd / "pixelcnn" / "checkpoints" / "last.ckpt",
-    }
 
 
 def test_index_dataset_layout_and_manifest(chain) -> None:
@@ -86,7 +50,7 @@ def test_encode_then_decode_equals_vqvae_reconstruction(chain) -> None:
 
 
 def test_sample_writes_pngs_and_is_reproducible(chain) -> None:
-    cwd = chain["cwd"]
+    cwd = chain["root"]
     args = [f"pixelcnn_ckpt={chain['pixelcnn']}", "num_samples=3", "batch_size=2", "seed=7", "label=melanoma"]
     run_cli("lesion_lightning.sample", *args, "hydra.run.dir=s1", cwd=cwd)
     # another batch size: sample n is the same image however the samples are batched
@@ -124,14 +88,14 @@ def _sample_fails(cwd: Path, *overrides: str) -> str:
 def test_sample_refuses_mismatched_vqvae(chain) -> None:
     other = next((chain["vqvae"].parent).glob("best-*.ckpt"))
     assert other.read_bytes() != chain["vqvae"].read_bytes()
-    err = _sample_fails(chain["cwd"], f"pixelcnn_ckpt={chain['pixelcnn']}", f"vqvae_ckpt={other}")
+    err = _sample_fails(chain["root"], f"pixelcnn_ckpt={chain['pixelcnn']}", f"vqvae_ckpt={other}")
     assert "mismatched checkpoints" in err and str(other) in err
 
 
 def test_sample_rejects_unknown_label_and_wrong_checkpoint_kind(chain) -> None:
-    err = _sample_fails(chain["cwd"], f"pixelcnn_ckpt={chain['pixelcnn']}", "label=dermatofibroma")
+    err = _sample_fails(chain["root"], f"pixelcnn_ckpt={chain['pixelcnn']}", "label=dermatofibroma")
     assert "dermatofibroma" in err and "melanoma" in err
-    err = _sample_fails(chain["cwd"], f"pixelcnn_ckpt={chain['vqvae']}")
+    err = _sample_fails(chain["root"], f"pixelcnn_ckpt={chain['vqvae']}")
     assert "VQVAEModule" in err and "PixelCNNModule" in err
 
 
