@@ -7,7 +7,7 @@ from typing import Any
 
 import hydra
 import lightning as L
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from lesion_lightning.utils.config import fill_model_from_data, save_resolved_config
 from lesion_lightning.utils.hydra_ddp import pin_ddp_relaunch_to_this_job, reset_distributed_after_job
@@ -28,7 +28,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     if trainer.is_global_zero:
         save_resolved_config(cfg, cfg.paths.output_dir)
     for logger in trainer.loggers:
-        logger.log_hyperparams(_flat_config(cfg))
+        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     metrics: dict[str, float] = {}
     try:
@@ -48,12 +48,6 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
 def _floats(metrics) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items()}
-
-
-def _flat_config(cfg: DictConfig) -> dict:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
