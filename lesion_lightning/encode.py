@@ -20,23 +20,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lesion_lightning.data.indices import MANIFEST
-from lesion_lightning.utils.checkpoints import datamodule_hparams, fingerprint, load_vqvae
+from lesion_lightning.modules.checkpoints import VQVAECheckpoint
 from lesion_lightning.utils.io import atomic_write_json
 from lesion_lightning.utils.runtime import pick_device, publish_dir
 
 log = logging.getLogger(__name__)
-
-
-def build_datamodule(vqvae_ckpt: str | Path, overrides: dict | None = None):
-    """The LesionDataModule the VQ-VAE was trained with (same root, preprocessing and split)."""
-    from lesion_lightning.data.datamodule import LesionDataModule
-
-    hp = datamodule_hparams(vqvae_ckpt)
-    hp.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    dm = LesionDataModule(**hp)
-    dm.prepare_data()
-    dm.setup("fit")
-    return dm
 
 
 @torch.no_grad()
@@ -66,11 +54,12 @@ def encode_split(
 
 def encode(cfg: DictConfig) -> Path:
     device = pick_device(cfg.device)
-    vqvae = load_vqvae(cfg.vqvae_ckpt, device)
+    ckpt = VQVAECheckpoint(cfg.vqvae_ckpt)
+    vqvae = ckpt.load_module(device)
     k = vqvae.net.codebook_size
     if k > np.iinfo(np.uint16).max + 1:
         raise ValueError(f"codebook of {k} codes does not fit the uint16 index format (max 65536)")
-    dm = build_datamodule(cfg.vqvae_ckpt, OmegaConf.to_container(cfg.get("data") or {}, resolve=True))
+    dm = ckpt.build_datamodule(OmegaConf.to_container(cfg.get("data") or {}, resolve=True))
     out_dir = Path(cfg.out_dir)
     split_sizes, rates = {}, {}
     with publish_dir(out_dir, overwrite=cfg.overwrite, what="index dataset") as tmp:
@@ -98,8 +87,8 @@ def encode(cfg: DictConfig) -> Path:
             "class_names": list(dm.class_names),
             "vqvae": {
                 "checkpoint": str(Path(cfg.vqvae_ckpt).resolve()),
-                "fingerprint": fingerprint(cfg.vqvae_ckpt),
-                "net": dict(vqvae.hparams.net),
+                "fingerprint": ckpt.fingerprint,
+                "net": ckpt.net_settings,
             },
             "data": dm.describe(),
             "images_per_s": rates,

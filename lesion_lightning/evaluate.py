@@ -24,7 +24,6 @@ from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMe
 from torchvision.utils import make_grid
 
 from lesion_lightning.data.indices import MANIFEST, IndexDataset, read_manifest
-from lesion_lightning.encode import build_datamodule
 from lesion_lightning.metrics.codebook import CodebookUsage
 from lesion_lightning.metrics.generation import (
     GenerationUnavailable,
@@ -35,7 +34,7 @@ from lesion_lightning.metrics.generation import (
     sample_files,
 )
 from lesion_lightning.metrics.prior import marginal_bits_per_dim, model_bits_per_dim
-from lesion_lightning.utils.checkpoints import check_pair, fingerprint, load_pixelcnn, load_vqvae
+from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.utils.instantiate import instantiate_loggers
 from lesion_lightning.utils.io import atomic_write_json, save_png
 from lesion_lightning.utils.runtime import pick_device
@@ -100,9 +99,17 @@ def reconstruction_metrics(
 
 
 # ------------------------------------------------------------------------------------------------------- prior
-def prior_section(cfg: DictConfig, pixelcnn, vqvae_fingerprint: str, device: torch.device) -> dict:
-    """PixelCNN bits/dim and the per-position marginal baseline on the index dataset's split."""
-    index_dir = cfg.index_dir or (pixelcnn.hparams.get("index_dataset") if pixelcnn is not None else None)
+def prior_section(
+    cfg: DictConfig,
+    pixelcnn,
+    vqvae_fingerprint: str,
+    device: torch.device,
+    prior: PriorCheckpoint | None = None,
+) -> dict:
+    """PixelCNN bits/dim and the per-position marginal baseline on the index dataset's split.
+
+    `pixelcnn` is the loaded module of the `prior` checkpoint (both None without a prior)."""
+    index_dir = cfg.index_dir or (prior.index_dataset if prior is not None else None)
     if not index_dir:
         return {"skipped": "no prior given: pass pixelcnn_ckpt=PATH (and/or index_dir=<encode output>)"}
     source = "index_dir" if cfg.index_dir else f"index_dataset recorded in pixelcnn_ckpt={cfg.pixelcnn_ckpt}"
@@ -132,10 +139,10 @@ def prior_section(cfg: DictConfig, pixelcnn, vqvae_fingerprint: str, device: tor
     }
     notes = []
     if pixelcnn is not None:
-        if list(pixelcnn.hparams.get("grid_size") or grid) != grid or pixelcnn.net.num_codes != num_codes:
+        if list(prior.grid_size) != grid or prior.num_codes != num_codes:
             raise ValueError(
-                f"pixelcnn_ckpt={cfg.pixelcnn_ckpt} models {pixelcnn.hparams.get('grid_size')} grids of "
-                f"{pixelcnn.net.num_codes} codes, but {index_dir} holds {grid} grids of {num_codes}"
+                f"pixelcnn_ckpt={cfg.pixelcnn_ckpt} models {list(prior.grid_size)} grids of "
+                f"{prior.num_codes} codes, but {index_dir} holds {grid} grids of {num_codes}"
             )
         section["bits_per_dim"] = model_bits_per_dim(pixelcnn, test, cfg.batch_size, device, cfg.num_workers)
     else:
@@ -278,13 +285,15 @@ def evaluate(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    pixelcnn = None
+    vqvae_ckpt = VQVAECheckpoint(cfg.vqvae_ckpt)
+    prior, pixelcnn = None, None
     if cfg.pixelcnn_ckpt:
-        pixelcnn = load_pixelcnn(cfg.pixelcnn_ckpt, device)
-        check_pair(pixelcnn, cfg.vqvae_ckpt)
-    vqvae = load_vqvae(cfg.vqvae_ckpt, device)
-    vqvae_fingerprint = fingerprint(cfg.vqvae_ckpt)
-    dm = build_datamodule(cfg.vqvae_ckpt, OmegaConf.to_container(cfg.get("data") or {}, resolve=True))
+        prior = PriorCheckpoint(cfg.pixelcnn_ckpt)
+        prior.check_pair(vqvae_ckpt)
+        pixelcnn = prior.load_module(device)
+    vqvae = vqvae_ckpt.load_module(device)
+    vqvae_fingerprint = vqvae_ckpt.fingerprint
+    dm = vqvae_ckpt.build_datamodule(OmegaConf.to_container(cfg.get("data") or {}, resolve=True))
     real_dataset = dm.split_dataset(cfg.split, augment=False)
 
     results: dict = {
@@ -299,7 +308,7 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     if picture is not None:
         save_png(picture, out_dir / "reconstructions.png")
-    results["prior"] = prior_section(cfg, pixelcnn, vqvae_fingerprint, device)
+    results["prior"] = prior_section(cfg, pixelcnn, vqvae_fingerprint, device, prior)
     results["generation"] = generation_section(cfg, real_dataset, vqvae_fingerprint, device)
     results["metrics"] = flat_metrics(results, cfg.split)
     results["settings"] = _settings(cfg)

@@ -102,6 +102,7 @@ def collect_run(pipeline_path: Path) -> dict:
             notes.append(f"{name} metrics skipped: {section['skipped']}")
     return {
         "run_dir": run_dir,
+        "group": pipeline.get("group"),
         "grid": grid,
         "grid_value": _grid_value(grid),
         "overrides": pipeline.get("overrides") or [],
@@ -334,11 +335,21 @@ def find_pipelines(sweep_dir: str | Path) -> list[Path]:
     return found
 
 
-def write_report(sweep_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Write `report.md` (default SWEEP_DIR/report.md) and `metrics_vs_grid.png` beside it; return the report."""
-    sweep_dir = Path(sweep_dir).resolve()
+def collect_runs(sweep_dir: str | Path) -> list[dict]:
+    """`collect_run` of every pipeline.json below the sweep folder, by grid size."""
     runs = [collect_run(p) for p in find_pipelines(sweep_dir)]
     runs.sort(key=lambda r: (r["grid_value"] is None, r["grid_value"] or 0, str(r["run_dir"])))
+    return runs
+
+
+def write_report(
+    sweep_dir: str | Path, out: str | Path | None = None, runs: list[dict] | None = None
+) -> Path:
+    """Write `report.md` (default SWEEP_DIR/report.md) and `metrics_vs_grid.png` beside it; return the report.
+
+    `runs` (from `collect_runs`) saves collecting again when the caller already has them."""
+    sweep_dir = Path(sweep_dir).resolve()
+    runs = collect_runs(sweep_dir) if runs is None else runs
     out = Path(out).resolve() if out else sweep_dir / "report.md"
     plot = plot_metrics(runs, out.parent / PLOT)
     atomic_write_text(out, render(runs, sweep_dir, out.parent, plot))
@@ -351,11 +362,6 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("sweep_dir", help="folder holding the pipeline run(s): searched for pipeline.json")
     parser.add_argument("--out", default=None, help="report path (default SWEEP_DIR/report.md)")
-    parser.add_argument(
-        "--wandb",
-        action="store_true",
-        help="also log the table and pictures to W&B (the sweep's group, job_type=report)",
-    )
     args = parser.parse_args(argv)
     try:
         path = write_report(args.sweep_dir, args.out)
@@ -363,10 +369,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"report: {path}")
-    if args.wandb:
-        from lesion_lightning.report_wandb import log_report_to_wandb
-
-        print(f"W&B report run: {log_report_to_wandb(args.sweep_dir)}")
     return 0
 
 

@@ -1,11 +1,20 @@
-"""The sweep report in W&B: a table and the pictures, in the sweep's group, as a `report` job."""
+"""The sweep report in W&B: `python -m lesion_lightning.report_wandb SWEEP_DIR` writes report.md (see
+`lesion_lightning.report`) and logs its table and pictures as one W&B run in the sweep's group
+(`job_type=report`, offline without credentials). `publish_report` is that sequence, also run by the
+pipeline's Hydra callback after a multirun.
+"""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import sys
 from pathlib import Path
 
-from lesion_lightning.report import PLOT, collect_run, find_pipelines
+from lesion_lightning.report import PLOT, collect_runs, write_report
 from lesion_lightning.utils.wandb_utils import resolve_offline
+
+log = logging.getLogger(__name__)
 
 COLUMNS = (
     "grid",
@@ -24,21 +33,18 @@ COLUMNS = (
 
 
 def log_report_to_wandb(
+    runs: list[dict],
     sweep_dir: str | Path,
     project: str = "lesion_lightning",
     offline: bool | str = "auto",
     group: str | None = None,
 ) -> Path:
-    """Log the sweep's comparison as one W&B run (offline without credentials); returns its run folder."""
-    import json
-
+    """Log already-collected runs (`report.collect_runs`) as one W&B run; returns its run folder."""
     import wandb
 
     sweep_dir = Path(sweep_dir).resolve()
-    runs = sorted((collect_run(p) for p in find_pipelines(sweep_dir)), key=lambda r: r["grid_value"] or 0)
     if group is None:  # the group the sweep's stages logged into
-        states = [json.loads(p.read_text()) for p in find_pipelines(sweep_dir)]
-        group = next((s["group"] for s in states if s.get("group")), f"pipeline-{sweep_dir.name}")
+        group = next((r["group"] for r in runs if r.get("group")), f"pipeline-{sweep_dir.name}")
     run = wandb.init(
         project=project,
         group=group,
@@ -77,3 +83,45 @@ def log_report_to_wandb(
         return Path(run.dir).parent
     finally:
         run.finish()
+
+
+def publish_report(
+    sweep_dir: str | Path, out: str | Path | None = None, to_wandb: bool = True, group: str | None = None
+) -> tuple[Path, Path | None]:
+    """Write the report, then (to_wandb) log it; returns (report path, W&B run folder or None).
+
+    The local report is written first and survives W&B trouble: a W&B error is logged, not raised.
+    """
+    runs = collect_runs(sweep_dir)
+    path = write_report(sweep_dir, out, runs)
+    run_dir = None
+    if to_wandb:
+        try:
+            run_dir = log_report_to_wandb(runs, sweep_dir, group=group)
+        except Exception as err:  # W&B trouble must not hide the local report
+            log.error("logging the sweep report to W&B failed: %s", err)
+    return path, run_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m lesion_lightning.report_wandb", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("sweep_dir", help="folder holding the pipeline run(s): searched for pipeline.json")
+    parser.add_argument("--out", default=None, help="report path (default SWEEP_DIR/report.md)")
+    parser.add_argument("--group", default=None, help="W&B group (default: the one the sweep logged into)")
+    args = parser.parse_args(argv)
+    try:
+        path, run_dir = publish_report(args.sweep_dir, args.out, group=args.group)
+    except FileNotFoundError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    if run_dir is None:
+        return 1
+    print(f"W&B report run: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

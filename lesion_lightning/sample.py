@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -18,16 +17,20 @@ from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
-from lesion_lightning.utils.checkpoints import check_pair, fingerprint, load_pixelcnn, load_vqvae
+from lesion_lightning.models.sampling import auto_batch_size
+from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.utils.io import atomic_write_json, save_png
 from lesion_lightning.utils.runtime import pick_device, publish_dir
 
 log = logging.getLogger(__name__)
 
 
-def resolve_label(pixelcnn, label: str | int | None, n: int, device: torch.device) -> torch.Tensor | None:
-    """Class name (or index) -> (n,) labels; unconditional priors take none, conditional ones cycle classes."""
-    names = list(pixelcnn.hparams.get("class_names") or [])
+def resolve_label(
+    pixelcnn, label: str | int | None, n: int, device: torch.device, names: list[str]
+) -> torch.Tensor | None:
+    """Class name (or index) -> (n,) labels; unconditional priors take none, conditional ones cycle classes.
+
+    `names` are the prior's class names (`PriorCheckpoint.class_names`)."""
     if not pixelcnn.conditional:
         if label is not None:
             raise ValueError(
@@ -46,9 +49,6 @@ def resolve_label(pixelcnn, label: str | int | None, n: int, device: torch.devic
     return torch.full((n,), idx, dtype=torch.long, device=device)
 
 
-MAX_AUTO_BATCH = 256
-
-
 def sample_uniforms(seed: int, sample_ids, height: int, width: int) -> torch.Tensor:
     """(N, H, W) uniforms, one CPU random stream per sample id: sample n is the same image whatever the
     batch size, device or number of samples requested."""
@@ -63,29 +63,6 @@ def sample_uniforms(seed: int, sample_ids, height: int, width: int) -> torch.Ten
 DECODE_CHUNK = 8
 
 
-def auto_batch_size(pixelcnn, height: int, width: int, num_samples: int, device: torch.device) -> int:
-    """As many grids per sampling batch as the memory budget allows (bigger batches amortise each step).
-
-    The cached sampler holds, per grid, a few rows of activations per layer plus one position's
-    logits; budget half the free GPU memory, or a quarter of the free RAM (at most 8 GiB) on CPU.
-    """
-    net = pixelcnn.net
-    per_grid = 4 * (
-        net.num_layers * (net.kernel_size // 2 + 4) * width * 4 * net.channels
-        + 4 * net.num_codes
-        + 2 * height * width
-    )
-    if device.type == "cuda":
-        budget = torch.cuda.mem_get_info(device)[0] // 2
-    else:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):  # pragma: no cover - non-POSIX
-            avail = 4 << 30
-        budget = min(avail // 4, 8 << 30)
-    return int(max(1, min(num_samples, MAX_AUTO_BATCH, budget // per_grid)))
-
-
 @torch.no_grad()
 def sample(cfg: DictConfig) -> Path:
     if cfg.num_samples < 1:
@@ -93,24 +70,22 @@ def sample(cfg: DictConfig) -> Path:
     if cfg.batch_size != "auto" and (not isinstance(cfg.batch_size, int) or cfg.batch_size < 1):
         raise ValueError(f"batch_size must be `auto` or an integer >= 1, got {cfg.batch_size!r}")
     device = pick_device(cfg.device)
-    pixelcnn = load_pixelcnn(cfg.pixelcnn_ckpt, device)
-    vqvae_path = cfg.vqvae_ckpt or pixelcnn.hparams.get("vqvae_ckpt")
+    prior = PriorCheckpoint(cfg.pixelcnn_ckpt)
+    vqvae_path = cfg.vqvae_ckpt or prior.vqvae_path
     if not vqvae_path:
         raise ValueError(
             "vqvae_ckpt is not set and the PixelCNN checkpoint records none; pass vqvae_ckpt=PATH"
         )
-    check_pair(pixelcnn, vqvae_path)
-    vqvae = load_vqvae(vqvae_path, device)
-    if not pixelcnn.hparams.get("grid_size"):
-        raise ValueError(
-            f"pixelcnn_ckpt={cfg.pixelcnn_ckpt} records no grid size; retrain it with data=indices"
-        )
-    h, w = pixelcnn.hparams.grid_size
-    labels_all = resolve_label(pixelcnn, cfg.label, cfg.num_samples, device)
-    names = list(pixelcnn.hparams.get("class_names") or [])
+    vqvae_ckpt = VQVAECheckpoint(vqvae_path)
+    prior.check_pair(vqvae_ckpt)
+    h, w = prior.grid_size
+    pixelcnn = prior.load_module(device)
+    vqvae = vqvae_ckpt.load_module(device)
+    names = prior.class_names
+    labels_all = resolve_label(pixelcnn, cfg.label, cfg.num_samples, device, names)
 
     batch_size = (
-        auto_batch_size(pixelcnn, h, w, cfg.num_samples, device)
+        auto_batch_size(pixelcnn.net, h, w, cfg.num_samples, device)
         if cfg.batch_size == "auto"
         else int(cfg.batch_size)
     )
@@ -151,7 +126,7 @@ def sample(cfg: DictConfig) -> Path:
             {
                 "pixelcnn_ckpt": str(Path(cfg.pixelcnn_ckpt).resolve()),
                 "vqvae_ckpt": str(Path(vqvae_path).resolve()),
-                "vqvae_fingerprint": fingerprint(vqvae_path),
+                "vqvae_fingerprint": vqvae_ckpt.fingerprint,
                 "settings": OmegaConf.to_container(cfg, resolve=True),
                 "grid_size": [h, w],
                 "batch_size": batch_size,

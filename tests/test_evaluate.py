@@ -16,12 +16,11 @@ from PIL import Image
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from lesion_lightning.data.indices import MANIFEST
-from lesion_lightning.encode import build_datamodule
 from lesion_lightning.evaluate import evaluate
 from lesion_lightning.metrics import generation
 from lesion_lightning.metrics.generation import GenerationUnavailable, RandomConvFeatures, build_inception
 from lesion_lightning.metrics.prior import marginal_bits_per_dim
-from lesion_lightning.utils.checkpoints import fingerprint, load_vqvae
+from lesion_lightning.modules.checkpoints import build_datamodule, fingerprint, load_vqvae
 
 STAND_IN = (
     "eval.feature_extractor={_target_:lesion_lightning.metrics.generation.RandomConvFeatures,num_features:8}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from factories import make_pixelcnn
 
 from lesion_lightning.models import pixelcnn
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
@@ -19,28 +20,7 @@ def make_model(
     channels: int = 12,
     grid: tuple[int, int] | None = None,
 ) -> GatedPixelCNN:
-    """A small model; ``grid`` turns on position embedding for that (H, W), with random (nonzero) values."""
-    torch.manual_seed(0)
-    model = GatedPixelCNN(
-        K,
-        channels,
-        num_layers,
-        kernel_size,
-        num_classes,
-        out_hidden=16,
-        grid_size=grid,
-        position_embedding=bool(grid),
-    )
-    if grid:
-        randomize_positions(model)
-    return model
-
-
-def randomize_positions(model: GatedPixelCNN) -> None:
-    # They start at zero (an untrained model equals the plain one); tests need them to matter.
-    for layer in model.layers:
-        torch.nn.init.normal_(layer.pos_row)
-        torch.nn.init.normal_(layer.pos_col)
+    return make_pixelcnn(K, num_layers, kernel_size, num_classes, channels, grid, out_hidden=16)
 
 
 def expected_context(

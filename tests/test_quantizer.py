@@ -8,8 +8,9 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from lesion_lightning.metrics.codebook import CodebookUsage
 from lesion_lightning.models import quantizer as quantizer_mod
-from lesion_lightning.models.quantizer import VectorQuantizer, codebook_usage
+from lesion_lightning.models.quantizer import VectorQuantizer
 
 
 def _flat(z: torch.Tensor) -> torch.Tensor:
@@ -246,6 +247,11 @@ def test_bf16_autocast_keeps_the_float32_search() -> None:
     # A bf16 input (the encoder's output under autocast) is searched in float32 after an exact upcast.
     assert torch.equal(out_bf16.indices, vq(z.bfloat16().float()).indices)
     assert out_bf16.quantized.dtype == torch.bfloat16
+
+
+def codebook_usage(indices: torch.Tensor, codebook_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    stats = CodebookUsage(codebook_size)(indices)
+    return stats["codebook_usage"], stats["perplexity"]
 
 
 def test_codebook_usage_and_perplexity() -> None:

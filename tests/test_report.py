@@ -127,10 +127,9 @@ def test_report_logged_to_wandb_offline(tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     _run(sweep, "0", 32, _metrics(20.0, 3.0, 12.0))
     _run(sweep, "1", 64, _metrics(24.0, 2.5, None))
-    write_report(sweep)
-    from lesion_lightning.report_wandb import log_report_to_wandb
+    from lesion_lightning.report_wandb import publish_report
 
-    run_dir = log_report_to_wandb(sweep)
+    _, run_dir = publish_report(sweep)
     assert run_dir.parent == sweep / "wandb" and run_dir.name.startswith("offline-run-")
     media = {p.name.split("_")[0] for p in (run_dir / "files" / "media").rglob("*.png")}
     assert media, "plot and pictures logged as images"

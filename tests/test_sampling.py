@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from factories import make_pixelcnn
 
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
 from lesion_lightning.models.sampling import cached_logits_for_grid, draw, sample, sample_cached, sample_naive
@@ -29,15 +30,7 @@ def make_model(
     channels: int = 12,
     grid: tuple[int, int] | None = None,
 ) -> GatedPixelCNN:
-    """A small model; ``grid`` turns on position embedding for that (H, W), with random (nonzero) values."""
-    torch.manual_seed(0)
-    model = GatedPixelCNN(
-        K, channels, num_layers, kernel_size, num_classes, grid_size=grid, position_embedding=bool(grid)
-    )
-    for layer in model.layers if grid else []:
-        torch.nn.init.normal_(layer.pos_row)  # they start at zero; make them matter
-        torch.nn.init.normal_(layer.pos_col)
-    return model.eval()
+    return make_pixelcnn(K, num_layers, kernel_size, num_classes, channels, grid).eval()
 
 
 def gen(seed: int) -> torch.Generator:

@@ -14,8 +14,7 @@ from clihelpers import run_cli
 from PIL import Image
 
 from lesion_lightning.data.indices import IndexDataModule, read_manifest
-from lesion_lightning.encode import build_datamodule
-from lesion_lightning.utils.checkpoints import load_vqvae
+from lesion_lightning.modules.checkpoints import build_datamodule, load_vqvae
 
 pytestmark = pytest.mark.slow
 
@@ -100,9 +99,9 @@ def test_sample_rejects_unknown_label_and_wrong_checkpoint_kind(chain) -> None:
 
 
 def test_auto_batch_size_is_bounded_by_request_and_memory(chain) -> None:
-    from lesion_lightning.sample import MAX_AUTO_BATCH, auto_batch_size
-    from lesion_lightning.utils.checkpoints import load_pixelcnn
+    from lesion_lightning.models.sampling import MAX_AUTO_BATCH, auto_batch_size
+    from lesion_lightning.modules.checkpoints import load_pixelcnn
 
-    pixelcnn = load_pixelcnn(chain["pixelcnn"])
-    assert auto_batch_size(pixelcnn, 8, 8, 5, torch.device("cpu")) == 5
-    assert auto_batch_size(pixelcnn, 8, 8, 10_000, torch.device("cpu")) == MAX_AUTO_BATCH
+    net = load_pixelcnn(chain["pixelcnn"]).net
+    assert auto_batch_size(net, 8, 8, 5, torch.device("cpu")) == 5
+    assert auto_batch_size(net, 8, 8, 10_000, torch.device("cpu")) == MAX_AUTO_BATCH

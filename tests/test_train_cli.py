@@ -11,7 +11,7 @@ import pytest
 import torch
 from clihelpers import CONF, TINY_VQVAE, compose_config, run_cli
 
-from lesion_lightning.utils.checkpoints import datamodule_hparams, load_vqvae
+from lesion_lightning.modules.checkpoints import VQVAECheckpoint, load_vqvae
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
@@ -81,7 +81,7 @@ def test_train_cli_leaves_checkpoints_images_and_offline_wandb(vqvae_run: Path) 
     # the checkpoint is self-describing: it rebuilds the model and the data settings
     module = load_vqvae(ckpts / "last.ckpt")
     assert module.net.latent_shape(32) == (8, 8)
-    assert datamodule_hparams(ckpts / "last.ckpt")["image_size"] == 32
+    assert VQVAECheckpoint(ckpts / "last.ckpt").datamodule_settings["image_size"] == 32
 
 
 @pytest.mark.slow

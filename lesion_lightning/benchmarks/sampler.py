@@ -35,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
 from lesion_lightning.models.sampling import naive_step, sample_cached
+from lesion_lightning.utils.runtime import pick_device
 
 CONFIG = "conf/bench/sampler.yaml"
 _MODEL_KEYS = {
@@ -50,16 +51,6 @@ _MODEL_KEYS = {
 
 class _StopSampling(Exception):
     """Raised from the progress callback once enough cached rows are timed."""
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"{CONFIG}: device=cuda but no CUDA device is visible; use device=cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise SystemExit(f"{CONFIG}: device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
 
 
 def _sync(device: torch.device) -> None:
@@ -156,7 +147,7 @@ def _time_pair(
 
 def run(cfg: DictConfig) -> dict:
     """Time naive vs cached sampling for every model shape and grid; returns settings and rows."""
-    device = _device(cfg.get("device", "auto"))
+    device = pick_device(cfg.get("device", "auto"), key=f"{CONFIG}: device")
     if cfg.get("threads") is not None:
         torch.set_num_threads(_positive_int(cfg, "threads"))
     batch = _positive_int(cfg, "batch_size")

@@ -15,15 +15,9 @@ import torch
 from hydra import compose
 from omegaconf import DictConfig, open_dict
 
+from lesion_lightning.utils.runtime import pick_device
+
 _DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("bench.device=cuda but no CUDA device is visible")
-    return torch.device(name)
 
 
 def _build(experiment: str, cfg: DictConfig, compiled: bool):
@@ -90,7 +84,7 @@ def _time_steps(module, batch: dict, steps: int, warmup: int, precision: str, de
 
 
 def run(cfg: DictConfig) -> dict:
-    device = _device(cfg.device)
+    device = pick_device(cfg.device, key="bench.device")
     rows = []
     warnings.filterwarnings("ignore", message=".*self.log.*")  # no Trainer attached: logging is a no-op
     for experiment in cfg.experiments:

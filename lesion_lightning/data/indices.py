@@ -92,7 +92,6 @@ class IndexDataModule(L.LightningDataModule):
             "vqvae_ckpt": self.manifest["vqvae"]["checkpoint"],
             "vqvae_fingerprint": self.manifest["vqvae"]["fingerprint"],
             "class_names": self.class_names,
-            "grid_size": list(self.grid_size),
             "index_dataset": str(self.root.resolve()),  # absolute: evaluate may run from elsewhere
         }
 

@@ -122,7 +122,7 @@ class GatedPixelCNN(nn.Module):
     convolutions are padded, nothing assumes H == W), except with ``position_embedding=True``: then
     each layer learns a position term for ``grid_size`` = (H, W), which becomes the only grid size the
     model accepts (forward and sampling raise on another). ``grid_size`` without position embedding is
-    only recorded. The defaults (False / None) create no parameters, so older state dicts still load.
+    only recorded.
     """
 
     def __init__(

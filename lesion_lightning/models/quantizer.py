@@ -44,17 +44,6 @@ class QuantizerOutput(NamedTuple):
     commitment_loss: Tensor  # scalar ||z - sg[e]||^2 (not yet multiplied by beta)
 
 
-def codebook_usage(indices: Tensor, codebook_size: int) -> tuple[Tensor, Tensor]:
-    """Return (fraction of codes used at least once, perplexity = exp(entropy of code frequencies)).
-
-    Perplexity is codebook_size when all codes are used equally often and 1 when a single code is used.
-    """
-    counts = torch.bincount(indices.reshape(-1), minlength=codebook_size).float()
-    probs = counts / counts.sum().clamp(min=1.0)
-    entropy = -torch.special.xlogy(probs, probs).sum()  # xlogy gives 0 * log 0 = 0
-    return (counts > 0).float().mean(), torch.exp(entropy)
-
-
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -195,10 +184,6 @@ class VectorQuantizer(nn.Module):
             f"codebook_size={self.codebook_size}, code_dim={self.code_dim}, beta={self.beta}, ema={self.ema}, "
             f"dead_code_threshold={self.dead_code_threshold}, kmeans_init={self.kmeans_init}"
         )
-
-    def usage_stats(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        """(fraction of codes used, perplexity) of a batch of indices; see ``codebook_usage``."""
-        return codebook_usage(indices, self.codebook_size)
 
     def get_output_from_indices(self, indices: Tensor) -> Tensor:
         """Codebook vectors for a grid of indices: (B, H, W) long -> (B, D, H, W) in the codebook's dtype."""

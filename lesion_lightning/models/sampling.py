@@ -30,12 +30,15 @@ with the same seed they return the same grids (up to float rounding differences 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
-from lesion_lightning.models.pixelcnn import GatedPixelCNN
+if TYPE_CHECKING:  # pixelcnn.py imports this module inside GatedPixelCNN.generate
+    from lesion_lightning.models.pixelcnn import GatedPixelCNN
 
 ProgressFn = Callable[[int, int], None]
 
@@ -44,7 +47,7 @@ ProgressFn = Callable[[int, int], None]
 def _check_request(
     model: GatedPixelCNN, batch_size: int, height: int, width: int, labels, temperature: float
 ) -> torch.Tensor | None:
-    if not isinstance(model, GatedPixelCNN):
+    if not hasattr(model, "check_grid") or not hasattr(model, "layers"):
         raise TypeError(f"sampling: model must be a GatedPixelCNN, got {type(model).__name__}")
     for name, value in (("batch_size", batch_size), ("height", height), ("width", width)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -392,3 +395,31 @@ def sample(
         progress=progress,
         uniforms=uniforms,
     )
+
+
+# ------------------------------------------------------------------------------- memory model
+MAX_AUTO_BATCH = 256
+
+
+def auto_batch_size(
+    model: GatedPixelCNN, height: int, width: int, num_samples: int, device: torch.device
+) -> int:
+    """As many grids per sampling batch as the memory budget allows (bigger batches amortise each step).
+
+    The cached sampler holds, per grid, a few rows of activations per layer plus one position's
+    logits; budget half the free GPU memory, or a quarter of the free RAM (at most 8 GiB) on CPU.
+    """
+    per_grid = 4 * (
+        model.num_layers * (model.kernel_size // 2 + 4) * width * 4 * model.channels
+        + 4 * model.num_codes
+        + 2 * height * width
+    )
+    if device.type == "cuda":
+        budget = torch.cuda.mem_get_info(device)[0] // 2
+    else:
+        try:
+            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError):  # pragma: no cover - non-POSIX
+            avail = 4 << 30
+        budget = min(avail // 4, 8 << 30)
+    return int(max(1, min(num_samples, MAX_AUTO_BATCH, budget // per_grid)))

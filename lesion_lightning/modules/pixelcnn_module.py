@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_warn
 from torchmetrics.classification import MulticlassAccuracy
 
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
@@ -36,7 +34,6 @@ class PixelCNNModule(L.LightningModule):
         vqvae_ckpt: str | None = None,
         vqvae_fingerprint: str | None = None,
         class_names: list[str] | None = None,
-        grid_size: list[int] | None = None,
         index_dataset: str | None = None,
     ) -> None:
         super().__init__()
@@ -54,8 +51,6 @@ class PixelCNNModule(L.LightningModule):
         self.accuracy = torch.nn.ModuleDict(
             {f"{s}_acc": MulticlassAccuracy(num_classes=k, average="micro") for s in ("train", "val", "test")}
         )
-        # decoder for logged samples, loaded lazily; kept in a dict so it is no submodule and never saved
-        self._aux: dict = {}
 
     @property
     def conditional(self) -> bool:
@@ -102,24 +97,12 @@ class PixelCNNModule(L.LightningModule):
         checkpoint["lesion_lightning"] = {"module": type(self).__name__}
 
     # ------------------------------------------------------------------ samples for the image logger
-    def _decoder(self):
-        if "vqvae" not in self._aux:
-            path = self.hparams.vqvae_ckpt
-            if not path or not Path(path).is_file():
-                rank_zero_warn(f"PixelCNN sample images skipped: VQ-VAE checkpoint {path!r} not found")
-                self._aux["vqvae"] = None
-            else:
-                from lesion_lightning.utils.checkpoints import load_vqvae
-
-                self._aux["vqvae"] = load_vqvae(path, device=self.device).requires_grad_(False)
-        return self._aux["vqvae"]
-
     @torch.no_grad()
-    def images_for_logging(self, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
-        """Decoded samples from a fixed seed (one per class when conditional), comparable across epochs."""
-        vqvae = self._decoder()
-        if vqvae is None:
-            return {}
+    def codes_for_logging(self, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
+        """Code grids sampled from a fixed seed (one per class when conditional), comparable across epochs.
+
+        The ImageLogger decodes them with the VQ-VAE recorded in `vqvae_ckpt`; the prior knows no decoder.
+        """
         n = self.hparams.num_log_samples
         h, w = batch["indices"].shape[-2:]
         labels = (torch.arange(n, device=self.device) % self.net.num_classes) if self.conditional else None
@@ -127,5 +110,4 @@ class PixelCNNModule(L.LightningModule):
         grids = self.net.generate(
             n, h, w, labels=labels, temperature=self.hparams.sample_temperature, generator=g
         )
-        images = vqvae.to(self.device).net.decode_indices(grids).clamp(0, 1)
-        return {"samples": (images, n)}
+        return {"samples": (grids, n)}

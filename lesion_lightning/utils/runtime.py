@@ -10,12 +10,16 @@ from pathlib import Path
 import torch
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, key: str = "device") -> torch.device:
+    """`auto` (CUDA when visible, else CPU), `cpu`, `cuda` or `cuda:N`; `key` names the config key in errors."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={name} but no CUDA device is visible; use device=cpu or device=auto")
-    return torch.device(name)
+        raise ValueError(f"{key}={name} but no CUDA device is visible; use {key}=cpu or {key}=auto")
+    try:
+        return torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"{key} must be auto, cpu or cuda[:N], got {name!r}") from err
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""Hydra callback: after a pipeline multirun, write the sweep's comparison report."""
+"""Hydra callbacks: run by Hydra around jobs and sweeps (Lightning's callbacks live in `callbacks/`)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,20 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from lesion_lightning.report_wandb import publish_report
+
 log = logging.getLogger(__name__)
 
 
 class SweepReportCallback(Callback):
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from lesion_lightning.report import write_report
+    """After a pipeline multirun: write the sweep's comparison report (and log it when the sweep used W&B)."""
 
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
-            path = write_report(sweep_dir)
+            path, _ = publish_report(
+                sweep_dir, to_wandb=config.get("log_with") in ("wandb", "many"), group=config.get("group")
+            )
         except Exception as err:  # a report problem must not hide the finished runs
             log.error(
                 "sweep report for %s failed: %s (re-run `python -m lesion_lightning.report %s`)",
@@ -28,10 +32,3 @@ class SweepReportCallback(Callback):
             )
             return
         print(f"sweep report: {path}")
-        if config.get("log_with") in ("wandb", "many"):
-            from lesion_lightning.report_wandb import log_report_to_wandb
-
-            try:
-                log_report_to_wandb(sweep_dir, group=config.get("group"))
-            except Exception as err:  # W&B trouble must not hide the local report
-                log.error("logging the sweep report to W&B failed: %s", err)

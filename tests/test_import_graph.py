@@ -1,0 +1,119 @@
+"""The package's import graph has no cycles: no module imports one that imports it back.
+
+Every `import lesion_lightning...` / `from lesion_lightning... import ...` counts, at module level or
+inside a function (a lazy import hides a loop, it does not remove it); `if TYPE_CHECKING:` imports do
+not run and are left out.
+"""
+
+from __future__ import annotations
+
+import ast
+import pkgutil
+from pathlib import Path
+
+import lesion_lightning
+
+PACKAGE = "lesion_lightning"
+ROOT = Path(lesion_lightning.__file__).parent
+
+
+def module_files() -> dict[str, Path]:
+    files = {PACKAGE: ROOT / "__init__.py"}
+    for info in pkgutil.walk_packages([str(ROOT)], prefix=f"{PACKAGE}."):
+        path = ROOT.joinpath(*info.name.split(".")[1:])
+        files[info.name] = path / "__init__.py" if info.ispkg else path.with_suffix(".py")
+    return files
+
+
+def _type_checking_block(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def imported_modules(name: str, path: Path, known: set[str]) -> set[str]:
+    """The package modules `name` imports (a `from pkg import mod` names the submodule when it is one)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    skipped = {id(n) for block in ast.walk(tree) if _type_checking_block(block) for n in ast.walk(block)}
+    is_pkg = path.name == "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = name.split(".") if is_pkg else name.split(".")[:-1]
+                base = base[: len(base) - (node.level - 1)]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            targets = [f"{module}.{alias.name}" for alias in node.names] + [module]
+        else:
+            continue
+        for target in targets:
+            # the deepest package module the import names (`a.b.func` -> `a.b`)
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name:
+                found.add(target)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = module_files()
+    known = set(files)
+    return {name: imported_modules(name, path, known) for name, path in files.items()}
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as [a, b, ..., a], or None (depth-first search with colours)."""
+    state: dict[str, int] = {}  # 1 = on the current path, 2 = done
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for dep in sorted(graph.get(node, ())):
+            if state.get(dep) == 1:
+                return stack[stack.index(dep) :] + [dep]
+            if dep not in state:
+                cycle = visit(dep)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_finder_catches_a_loop() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_graph_sees_function_level_imports(tmp_path) -> None:
+    mod = tmp_path / "m.py"
+    mod.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from lesion_lightning.models import pixelcnn\n"
+        "def f():\n    from lesion_lightning.models.sampling import sample\n"
+    )
+    known = {"lesion_lightning.models", "lesion_lightning.models.sampling", "lesion_lightning.models.pixelcnn"}
+    assert imported_modules("lesion_lightning.m", mod, known) == {"lesion_lightning.models.sampling"}
+
+
+def test_package_has_no_import_cycles() -> None:
+    graph = import_graph()
+    assert "lesion_lightning.train" in graph and len(graph) > 40, "the walk found the package's modules"
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
