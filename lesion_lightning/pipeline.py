@@ -116,10 +116,12 @@ class Pipeline:
             data = [f"data={cfg.data.group}", f"data.image_size={cfg.image_size}"]
             if cfg.data.root:
                 data.append(f"data.root={cfg.data.root}")
+            experiment = [f"experiment={cfg.vqvae_experiment}"] if cfg.vqvae_experiment else []
             args = [
                 "lesion_lightning.train",
-                f"experiment={cfg.vqvae_experiment}",
+                *experiment,
                 *data,
+                # the one place a pipeline run's grid becomes an architecture
                 f"model.net.num_downsamples={num_downsamples(cfg.image_size, cfg.grid)}",
                 f"group={self.group}",
                 f"logger={cfg.log_with}",

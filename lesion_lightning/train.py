@@ -57,8 +57,18 @@ def main(cfg: DictConfig) -> float | None:
         metrics, _ = train(cfg)
     finally:
         reset_distributed_after_job()
-    # sweepers (Optuna, ...) minimise what the entry point returns
-    return metrics.get(cfg.get("optimized_metric", "val/loss"))
+    return optimized_value(metrics, cfg.optimized_metric)
+
+
+def optimized_value(metrics: dict[str, float], name: str | None) -> float | None:
+    """What a sweeper (hparams_search/) optimises: `optimized_metric` of this run's metrics."""
+    if name is None:
+        return None
+    if name not in metrics:
+        raise ValueError(
+            f"optimized_metric={name} was not logged by this run; choose one of {sorted(metrics)}"
+        )
+    return metrics[name]
 
 
 if __name__ == "__main__":

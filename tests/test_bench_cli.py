@@ -30,6 +30,7 @@ def test_bench_train_writes_json(tmp_path: Path) -> None:
         "bench.experiments=[quickstart,quickstart_pixelcnn]",
         "bench.image_size=32",
         "bench.batch_size=2",
+        "bench.pixelcnn_defaults.grid_size=[16,16]",
         "bench.steps=1",
         "bench.warmup=0",
         "hydra.run.dir=b",

@@ -108,7 +108,11 @@ def test_graph_sees_function_level_imports(tmp_path) -> None:
         "if TYPE_CHECKING:\n    from lesion_lightning.models import pixelcnn\n"
         "def f():\n    from lesion_lightning.models.sampling import sample\n"
     )
-    known = {"lesion_lightning.models", "lesion_lightning.models.sampling", "lesion_lightning.models.pixelcnn"}
+    known = {
+        "lesion_lightning.models",
+        "lesion_lightning.models.sampling",
+        "lesion_lightning.models.pixelcnn",
+    }
     assert imported_modules("lesion_lightning.m", mod, known) == {"lesion_lightning.models.sampling"}
 
 

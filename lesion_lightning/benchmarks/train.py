@@ -27,10 +27,6 @@ def _build(experiment: str, cfg: DictConfig, compiled: bool):
         for key, value in cfg.pixelcnn_defaults.items():
             if key in model_cfg.net and model_cfg.net[key] is None:
                 model_cfg.net[key] = value
-        # the prior's grid (position embedding needs it) is the one the benchmark batch uses
-        if "grid_size" in model_cfg.net and model_cfg.net.grid_size is None:
-            grid = int(exp_cfg.get("grid") or 32)
-            model_cfg.net.grid_size = [grid, grid]
         model_cfg.compile = bool(compiled)
         if "channels_last" in model_cfg:
             model_cfg.channels_last = bool(cfg.channels_last)
@@ -45,10 +41,10 @@ def _batch(module, exp_cfg: DictConfig, batch_size: int, image_size: int, device
             "image": torch.rand(batch_size, 3, image_size, image_size, generator=g).to(device),
             "label": torch.zeros(batch_size, dtype=torch.long, device=device),
         }
-    grid = int(exp_cfg.get("grid") or 32)
+    height, width = module.net.grid_size  # bench.pixelcnn_defaults.grid_size: an index dataset's in training
     k = module.net.num_codes
     return {
-        "indices": torch.randint(0, k, (batch_size, grid, grid), generator=g).to(device),
+        "indices": torch.randint(0, k, (batch_size, height, width), generator=g).to(device),
         "label": torch.zeros(batch_size, dtype=torch.long, device=device),
     }
 
