@@ -1,4 +1,7 @@
-"""The package's import graph has no cycles: no module imports one that imports it back.
+"""The package's shape: no import cycles, the lower floors never import upwards, and the README's
+"Where things are" map matches the tree.
+
+No module imports one that imports it back.
 
 Every `import lesion_lightning...` / `from lesion_lightning... import ...` counts, at module level or
 inside a function (a lazy import hides a loop, it does not remove it); `if TYPE_CHECKING:` imports do
@@ -9,7 +12,10 @@ from __future__ import annotations
 
 import ast
 import pkgutil
+import re
 from pathlib import Path
+
+import pytest
 
 import lesion_lightning
 
@@ -121,3 +127,43 @@ def test_package_has_no_import_cycles() -> None:
     assert "lesion_lightning.train" in graph and len(graph) > 40, "the walk found the package's modules"
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# floor -> what it may import from the package (itself always): utils is the ground floor
+FLOORS = {
+    "lesion_lightning.utils": (),
+    "lesion_lightning.models": (),
+    "lesion_lightning.metrics": ("lesion_lightning.models",),
+    "lesion_lightning.data": ("lesion_lightning.utils",),
+}
+
+
+@pytest.mark.parametrize("floor", sorted(FLOORS))
+def test_lower_floors_do_not_import_upwards(floor: str) -> None:
+    allowed = (floor, *FLOORS[floor])
+    upward = {
+        name: sorted(d for d in deps if not d.startswith(allowed))
+        for name, deps in import_graph().items()
+        if name.startswith(floor)
+    }
+    assert not {k: v for k, v in upward.items() if v}, f"{floor} imports from above it: {upward}"
+
+
+def test_readme_map_matches_the_tree() -> None:
+    readme = (ROOT.parent / "README.md").read_text()
+    section = readme.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    listed = set()
+    for cell in re.findall(r"^\| ([^|]+) \|", section, flags=re.M):
+        for path in re.findall(r"`([^`]+)`", cell):
+            listed.add(
+                path
+                if path.startswith(("lesion_lightning/", "conf/", "tests/"))
+                else f"lesion_lightning/{path}"
+            )
+    missing = sorted(p for p in listed if not (ROOT.parent / p).exists())
+    assert not missing, f"the README map names paths that do not exist: {missing}"
+    # every sub-package and every top-level module (an entry point) has a row
+    parts = {f"lesion_lightning/{p.name}/" for p in ROOT.iterdir() if (p / "__init__.py").is_file()}
+    parts |= {f"lesion_lightning/{p.name}" for p in ROOT.glob("*.py") if p.name != "__init__.py"}
+    unmapped = sorted(p for p in parts if p not in listed and p.rstrip("/") not in listed)
+    assert not unmapped, f"add these to the README's 'Where things are' map: {unmapped}"
