@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -13,14 +15,7 @@ from lesion_lightning.models.pixelcnn import GatedPixelCNN
 K = 5
 
 
-def make_model(
-    num_layers: int = 2,
-    kernel_size: int = 3,
-    num_classes: int = 0,
-    channels: int = 12,
-    grid: tuple[int, int] | None = None,
-) -> GatedPixelCNN:
-    return make_pixelcnn(K, num_layers, kernel_size, num_classes, channels, grid, out_hidden=16)
+make_model = functools.partial(make_pixelcnn, K, out_hidden=16)
 
 
 def expected_context(

@@ -23,14 +23,9 @@ def no_tf32():
     torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
-def make_model(
-    num_layers: int = 2,
-    kernel_size: int = 3,
-    num_classes: int = 0,
-    channels: int = 12,
-    grid: tuple[int, int] | None = None,
-) -> GatedPixelCNN:
-    return make_pixelcnn(K, num_layers, kernel_size, num_classes, channels, grid).eval()
+def make_model(*args, **kwargs) -> GatedPixelCNN:
+    """A small model (see factories.make_pixelcnn) in eval mode."""
+    return make_pixelcnn(K, *args, **kwargs).eval()
 
 
 def gen(seed: int) -> torch.Generator:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import lightning as L
 import torch
@@ -41,7 +41,10 @@ def fingerprint(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-class StageCheckpoint:
+ModuleT = TypeVar("ModuleT", bound=L.LightningModule)
+
+
+class StageCheckpoint(Generic[ModuleT]):
     """One stage's checkpoint file, read and hashed once; subclasses name the stage and its accessors."""
 
     module_class: ClassVar[type[L.LightningModule]]
@@ -72,7 +75,7 @@ class StageCheckpoint:
             )
         self._hparams: dict[str, Any] = dict(self._ckpt.get("hyper_parameters") or {})
 
-    def load_module(self, device: str | torch.device = "cpu") -> L.LightningModule:
+    def load_module(self, device: str | torch.device = "cpu") -> ModuleT:
         """The LightningModule, in eval mode on `device` (rebuilt from the bytes already read)."""
         module = self.module_class.load_from_checkpoint(io.BytesIO(self._bytes), map_location=device)
         return module.eval()
@@ -99,12 +102,9 @@ class StageCheckpoint:
         return (self._ckpt.get(DATAMODULE_STATE_KEY) or {}).get("split_file")
 
 
-class VQVAECheckpoint(StageCheckpoint):
+class VQVAECheckpoint(StageCheckpoint[VQVAEModule]):
     module_class = VQVAEModule
     default_key = "vqvae_ckpt"
-
-    def load_module(self, device: str | torch.device = "cpu") -> VQVAEModule:
-        return super().load_module(device)
 
     @property
     def net_settings(self) -> dict[str, Any]:
@@ -122,14 +122,11 @@ class VQVAECheckpoint(StageCheckpoint):
         return dm
 
 
-class PriorCheckpoint(StageCheckpoint):
+class PriorCheckpoint(StageCheckpoint[PixelCNNModule]):
     """A PixelCNN prior; it records the VQ-VAE that encoded its training data and the grids it models."""
 
     module_class = PixelCNNModule
     default_key = "pixelcnn_ckpt"
-
-    def load_module(self, device: str | torch.device = "cpu") -> PixelCNNModule:
-        return super().load_module(device)
 
     @property
     def grid_size(self) -> tuple[int, int]:
