@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from lesion_lightning.data.cache import _resize, _to_rgb, load_rgb
+from lesion_lightning.data.cache import load_rgb, resize_image, to_rgb
 from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.data.transforms import ImageTransform, build_augment
 
@@ -66,8 +66,8 @@ def decode_full(path: Path, image_size: int, resize: str) -> np.ndarray:
     """Open, fully decode, EXIF-rotate, convert and resize: the per-epoch cost without a cache."""
     with Image.open(path) as img:
         img.load()
-        img = _to_rgb(ImageOps.exif_transpose(img))
-        return np.asarray(_resize(img, image_size, resize), dtype=np.uint8)
+        img = to_rgb(ImageOps.exif_transpose(img))
+        return np.asarray(resize_image(img, image_size, resize), dtype=np.uint8)
 
 
 class JpegDataset(Dataset):

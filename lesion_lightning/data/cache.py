@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from lesion_lightning.data.records import name_bytes
+from lesion_lightning.data.stale import tmp_tag
 
 RESIZE_MODES: tuple[str, ...] = ("squash", "center_crop", "pad")
 CACHE_VERSION = 1
@@ -52,11 +54,12 @@ def cache_key(
     """Directory name of the cache for these source files and settings (bad-image verdicts included)."""
     h = hashlib.sha256(json.dumps([CACHE_VERSION, int(image_size), resize, int(min_image_size)]).encode())
     for rel, size, mtime in fingerprints:
-        h.update(f"{rel}\t{size}\t{mtime}\n".encode())
+        # the name's bytes, not its text: a file name that is not valid UTF-8 still has a key
+        h.update(name_bytes(rel) + f"\t{size}\t{mtime}\n".encode())
     return f"s{image_size}_{resize}_{h.hexdigest()[:16]}"
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB (see the module docstring for what each mode becomes)."""
     mode = img.mode
     if mode == "RGB":
@@ -79,7 +82,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB... (raises ValueError where PIL can't)
 
 
-def _resize(img: Image.Image, size: int, resize: str) -> Image.Image:
+def resize_image(img: Image.Image, size: int, resize: str) -> Image.Image:
+    """``img`` as a ``size`` x ``size`` image, by ``resize`` (one of :data:`RESIZE_MODES`)."""
     w, h = img.size
     if resize == "squash":
         return img.resize((size, size), Image.Resampling.LANCZOS)
@@ -110,8 +114,8 @@ def load_rgb(
                 img.draft("RGB", (image_size, image_size))
             img.load()
             img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-            out = _resize(img, image_size, resize)
+            img = to_rgb(img)
+            out = resize_image(img, image_size, resize)
             return np.asarray(out, dtype=np.uint8)
     except BadImageError:
         raise
@@ -181,7 +185,7 @@ def build_cache(
     if resize not in RESIZE_MODES:
         raise ValueError(f"data.resize={resize!r} is not one of {list(RESIZE_MODES)}")
     directory.mkdir(parents=True, exist_ok=True)
-    tag = f"tmp-{socket.gethostname()}-{os.getpid()}"
+    tag = tmp_tag()
     tmp_images = directory / f"{IMAGES_FILE}.{tag}.npy"
     tmp_index = directory / f"{INDEX_FILE}.{tag}"
     # Nothing is deleted up front: the key fixes the content, and the final renames (index last) swap a

@@ -29,7 +29,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from lesion_lightning.data.cache import RESIZE_MODES, Cache, build_cache, cache_key, fingerprint, load_cache
 from lesion_lightning.data.layouts import LAYOUTS, BadItem, Record, read_layout
+from lesion_lightning.data.records import shown
 from lesion_lightning.data.splits import SPLITS, load_or_make_split, split_digest
+from lesion_lightning.data.stale import remove_stale_temporaries, tmp_tag
 from lesion_lightning.data.transforms import ImageTransform, build_augment, check_normalization
 from lesion_lightning.data.vocabulary import VOCABULARY, resolve_classes
 
@@ -215,9 +217,9 @@ class LesionDataModule(L.LightningDataModule):
         result = read_layout(root, hp.layout)
         for note in result.notes:
             rank_zero_warn(note)
-        records = result.records
+        records, fingerprints = _fingerprints(result.records, root, result.bad)
         cache_root = self._cache_root(root)
-        fingerprints = [fingerprint(r.path, root) for r in records]
+        _remove_stale(cache_root)
         # an image at least as large as the target is never "too small", whatever data.min_image_size says
         min_size = min(hp.min_image_size, hp.image_size)
         key = cache_key(fingerprints, hp.image_size, hp.resize, min_size)
@@ -229,7 +231,10 @@ class LesionDataModule(L.LightningDataModule):
             raise ValueError(_bad_message(result.bad, report))
         ids = [r.id for r in records]
         if not records:
-            raise ValueError(f"data.root={root} ({result.layout} layout) has no usable images; see {report}")
+            where = f"; every input is bad, see {report}" if result.bad else ""
+            if result.bad:
+                _write_report(report, result.bad)
+            raise ValueError(f"data.root={shown(root)} ({result.layout} layout) has no usable images{where}")
         cache = load_cache(entry, key, ids)
         if cache is None:
             rank_zero_info(f"building the {hp.image_size}px image cache for {len(ids)} images in {entry}")
@@ -244,7 +249,7 @@ class LesionDataModule(L.LightningDataModule):
                 workers=hp.cache_workers,
             )
         bad = list(result.bad) + [
-            BadItem(ids[i], str(records[i].path), reason) for i, reason in sorted(cache.bad.items())
+            BadItem(ids[i], shown(records[i].path), reason) for i, reason in sorted(cache.bad.items())
         ]
         if bad:
             _write_report(report, bad)
@@ -369,10 +374,38 @@ class LesionDataModule(L.LightningDataModule):
         }
 
 
+def _fingerprints(
+    records: Sequence[Record], root: Path, bad: list[BadItem]
+) -> tuple[list[Record], list[tuple[str, int, int]]]:
+    """(records whose file can be stat'ed, their fingerprints); the others are appended to ``bad``."""
+    kept, fingerprints = [], []
+    for rec in records:
+        try:
+            fingerprints.append(fingerprint(rec.path, root))
+        except OSError as err:  # vanished or became unreadable since the folder was listed
+            bad.append(BadItem(rec.id, shown(rec.path), f"cannot read ({err.strerror or err})"))
+            continue
+        kept.append(rec)
+    return kept, fingerprints
+
+
+def _remove_stale(cache_root: Path) -> None:
+    """Delete what killed cache builds and split writes left behind (see :mod:`..stale`)."""
+    if not cache_root.is_dir():
+        return
+    folders = [cache_root, *(p for p in cache_root.iterdir() if p.is_dir() and ".tmp-" not in p.name)]
+    removed = [line for folder in folders for line in remove_stale_temporaries(folder)]
+    if removed:
+        rank_zero_warn(
+            f"removed {len(removed)} temporary file(s) left by interrupted runs: " + "; ".join(removed[:5])
+        )
+
+
 def _write_report(path: Path, bad: Sequence[BadItem]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
+    tmp = path.with_name(f"{path.name}.{tmp_tag()}")
+    # backslashreplace: a path that is not valid UTF-8 is written escaped, never a UnicodeEncodeError
+    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
         writer = csv.writer(f)
         writer.writerow(["id", "path", "reason"])
         for item in bad:

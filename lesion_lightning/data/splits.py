@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from lesion_lightning.data.layouts import Record, group_keys
+from lesion_lightning.data.stale import tmp_tag
 from lesion_lightning.data.vocabulary import VOCABULARY
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
@@ -111,7 +112,7 @@ def load_or_make_split(
         "splits": split,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.{tmp_tag()}")
     tmp.write_text(json.dumps(payload) + "\n")
     os.replace(tmp, path)
     return split
