@@ -218,3 +218,22 @@ def test_stale_encode_folder_is_removed(tmp_path):
     other.mkdir()
     removed = remove_stale_temporaries(tmp_path, prefix=".indices.tmp-")
     assert len(removed) == 1 and not stale.exists() and live.exists() and other.exists()
+
+
+def test_damaged_index_dataset_and_split_file_are_named(tmp_path):
+    from lesion_lightning.data.indices import IndexDataset, read_manifest
+
+    (tmp_path / "manifest.json").write_text('{"grid_size": [2, 2], ')  # cut off mid-write by hand
+    with pytest.raises(ValueError, match=r"manifest.json is not readable JSON.*re-run encode"):
+        read_manifest(tmp_path)
+    np.save(tmp_path / "train_labels.npy", np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match=r"`train` split cannot be read.*re-run encode"):
+        IndexDataset(tmp_path, "train")
+
+    root = _folder(tmp_path / "d")
+    dm = _dm(root)
+    dm.prepare_data()
+    split_file = Path(dm.describe()["split_file"])
+    split_file.write_text("{")
+    with pytest.raises(ValueError, match=r"split file .* is damaged.*delete it"):
+        _dm(root).prepare_data()

@@ -94,8 +94,13 @@ def load_or_make_split(
     """Reuse the split file at ``path`` if it is there, else make the split and write it atomically."""
     ids = {r.id for r in records}
     if path.is_file():
-        stored = json.loads(path.read_text())
-        split = {s: list(stored["splits"][s]) for s in SPLITS}
+        try:
+            stored = json.loads(path.read_text())
+            split = {s: list(stored["splits"][s]) for s in SPLITS}
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"split file {path} is damaged ({type(err).__name__}: {err}); delete it to recompute the split"
+            ) from err
         if set().union(*map(set, split.values())) != ids:
             raise RuntimeError(
                 f"split file {path} does not match the data (ids differ); delete it to recompute"
