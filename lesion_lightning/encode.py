@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lesion_lightning.data.indices import MANIFEST
+from lesion_lightning.data.splits import pinned_split
 from lesion_lightning.data.stale import remove_stale_temporaries
 from lesion_lightning.utils.checkpoints import datamodule_hparams, fingerprint, load_vqvae
 from lesion_lightning.utils.io import atomic_write_json
@@ -33,6 +34,7 @@ def build_datamodule(vqvae_ckpt: str | Path, overrides: dict | None = None):
     from lesion_lightning.data.datamodule import LesionDataModule
 
     hp = datamodule_hparams(vqvae_ckpt)
+    hp.update(pinned_split(vqvae_ckpt))  # the split the VQ-VAE was trained on, not a new one
     hp.update({k: v for k, v in (overrides or {}).items() if v is not None})
     dm = LesionDataModule(**hp)
     dm.prepare_data()
@@ -105,6 +107,7 @@ def encode(cfg: DictConfig) -> Path:
                 "net": dict(vqvae.hparams.net),
             },
             "data": dm.describe(),
+            **dm.state_dict(),  # split_file, split_digest: the split every later stage reads
             "images_per_s": rates,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

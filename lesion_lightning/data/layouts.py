@@ -444,11 +444,12 @@ def _warn_missing_groupings(
     )
 
 
-def group_keys(records: Iterable[Record]) -> list[str]:
-    """One group per connected set of records sharing a ``lesion_id`` or a ``patient_id``.
+def group_keys(records: Iterable[Record], links: Iterable[tuple[str, str]] = ()) -> list[str]:
+    """One group per connected set of records sharing a ``lesion_id`` or a ``patient_id``, or linked.
 
-    Union-find over both ids, so neither two images of one lesion nor two lesions of one patient
-    can land in different splits; a record with neither is its own group.
+    Union-find over both ids and the ``links`` (pairs of record ids: duplicate images), so neither
+    two images of one lesion, two lesions of one patient nor two copies of one photograph can land
+    in different splits; a record with none of these is its own group.
     """
     records = list(records)
     parent = list(range(len(records)))
@@ -466,6 +467,12 @@ def group_keys(records: Iterable[Record]) -> list[str]:
                 continue
             j = first.setdefault((kind, value), i)
             ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    row = {rec.id: i for i, rec in enumerate(records)}
+    for a, b in links:
+        if a in row and b in row:
+            ri, rj = find(row[a]), find(row[b])
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
     return [records[find(i)].id for i in range(len(records))]
