@@ -113,9 +113,11 @@ _BASE = _ALIGNMENTS[len(_ALIGNMENTS) - 1 - (len(SHIFTS) ** 2) // 2]  # zoom 1.0,
 
 def descriptors(thumbs: np.ndarray, alignment: tuple[np.ndarray, np.ndarray] = _BASE) -> np.ndarray:
     """``(N, GRID*GRID*3)`` float32 unit vectors, mean-centred, of ``(N, THUMB, THUMB, 3)`` thumbnails."""
-    wr, wc = alignment
-    d = np.einsum("nhwc,ph,qw->npqc", thumbs.astype(np.float32), wr.astype(np.float32), wc.astype(np.float32))
-    d = d.reshape(len(thumbs), -1)
+    wr, wc = (w.astype(np.float32) for w in alignment)
+    n, h, w, c = thumbs.shape
+    rows = np.matmul(wr, thumbs.reshape(n, h, w * c).astype(np.float32))  # (n, GRID, w * c)
+    cells = np.matmul(rows.reshape(n, GRID, w, c).transpose(0, 1, 3, 2), wc.T)  # (n, GRID, c, GRID)
+    d = np.ascontiguousarray(cells.transpose(0, 1, 3, 2)).reshape(n, -1)
     d -= d.mean(axis=1, keepdims=True)
     norm = np.linalg.norm(d, axis=1, keepdims=True)
     return d / np.maximum(norm, 1e-6)  # a flat image: a zero vector, near nothing but other flat ones
@@ -130,26 +132,31 @@ def near_pairs(thumbs: np.ndarray, threshold: float, chunk: int = 4096) -> dict[
         return {}
     base = descriptors(thumbs)
     k = min(PROJECTED_DIMS, n, base.shape[1])
-    sample = base[:: max(1, n // 20000)]
-    # orthonormal rows: projected distances never exceed the true ones, so the radius query is exact
-    _, _, vt = np.linalg.svd(sample - sample.mean(axis=0), full_matrices=False)
-    proj = vt[:k].T
+    sample = base[:: max(1, n // 20000)].astype(np.float64)
+    centred = sample - sample.mean(axis=0)
+    # orthonormal directions: projected distances never exceed the true ones, so the radius query is exact
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    proj = vectors[:, ::-1][:, :k].astype(np.float32)  # the k principal directions
     tree = cKDTree(base @ proj)
     radius = float(np.sqrt(2.0 * threshold)) + 1e-6  # |a - b|^2 = 2 (1 - a.b) for unit vectors
-    found: dict[tuple[int, int], float] = {}
+    best: dict[int, float] = {}  # i * n + j (i < j) -> smallest distance over the alignments
     for alignment in _ALIGNMENTS:
         for lo in range(0, n, chunk):
             moved = descriptors(thumbs[lo : lo + chunk], alignment)
-            for r, hits in enumerate(tree.query_ball_point(moved @ proj, radius)):
-                i = lo + r
-                for j in hits:
-                    if i == j:
-                        continue
-                    dist = float(1.0 - moved[r] @ base[j])
-                    if dist <= threshold:
-                        key = (min(i, j), max(i, j))
-                        found[key] = min(found.get(key, dist), dist)
-    return found
+            hits = tree.query_ball_point(moved @ proj, radius)
+            counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
+            if not counts.sum():
+                continue
+            rows = np.repeat(np.arange(len(hits)), counts)
+            cols = np.fromiter((j for h in hits for j in h), dtype=np.int64, count=int(counts.sum()))
+            dist = 1.0 - np.einsum("ij,ij->i", moved[rows], base[cols])
+            i = rows + lo
+            keep = (i != cols) & (dist <= threshold)
+            a, b = np.minimum(i[keep], cols[keep]), np.maximum(i[keep], cols[keep])
+            for key, d in zip((a * n + b).tolist(), dist[keep].tolist(), strict=True):
+                if d < best.get(key, 3.0):
+                    best[key] = d
+    return {(key // n, key % n): d for key, d in best.items()}
 
 
 class _UnionFind:
