@@ -124,6 +124,8 @@ def time_loader(
 
 def time_builds(paths: list[Path], work: Path, image_size: int, resize: str, workers, repeats: int) -> dict:
     """Fastest of ``repeats`` cache builds without and with duplicate detection, alternating."""
+    import scipy.spatial  # noqa: F401  (a one-time import, not a per-build cost)
+
     ids = [p.stem for p in paths]
     best = {"without": float("inf"), "with": float("inf"), "search": float("inf")}
     groups = 0

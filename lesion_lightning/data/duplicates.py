@@ -17,9 +17,9 @@ so two more groupings join images into one split group:
            70 % of the image box-averaged to 8x8 RGB (the dermatoscope's dark surround, common to
            every image, left out), mean-centred and normalised; a pair's distance is the smallest
            over 27 alignments of one image (zoom 96-100 %, shift -1..1 % each way), so a 2 % crop
-           still lines up. Candidates come from a k-d tree over a 16-dimensional orthonormal (PCA)
-           projection of the descriptors: a projection never increases a distance, so a radius query
-           there misses no pair, and there is no all-pairs loop. The build stores a 32x32 thumbnail
+           still lines up. Candidates come from a k-d tree over 16 principal directions of the
+           descriptors (within their lowest DCT frequencies): an orthonormal projection never
+           increases a distance, so a radius query there misses no pair, and there is no all-pairs loop. The build stores a 32x32 thumbnail
            per image (``thumbs.npy``) to compute them from.
 
 Near-duplicate links are transitive (single linkage), like lesion and patient groups.
@@ -49,10 +49,10 @@ GRID = 8  # descriptor: GRID x GRID x RGB
 REGION = 0.70  # central share of the image the descriptor looks at
 ZOOMS = (0.96, 0.98, 1.0)
 SHIFTS = (-0.01, 0.0, 0.01)
-PROJECTED_DIMS = 16
 # descriptor distance below which two images of the same full size are decoded in full and compared
 # pixel by pixel (a JPEG decoded at a reduced scale and a PNG of its full-size pixels differ slightly)
 EXACT_CANDIDATE = 0.002
+PROJECTED_DIMS = 16
 
 
 def pixel_digest(pixels: np.ndarray) -> str:
@@ -111,11 +111,43 @@ _ALIGNMENTS = _alignments()
 _BASE = _ALIGNMENTS[len(_ALIGNMENTS) - 1 - (len(SHIFTS) ** 2) // 2]  # zoom 1.0, no shift
 
 
+def _low_frequency_basis(count: int = 16) -> np.ndarray:
+    """``(GRID*GRID*3, 3*count)``: the ``count`` lowest 2-D DCT frequencies of each colour channel."""
+    k = np.arange(GRID)
+    dct = np.cos(np.pi * (2 * k[None, :] + 1) * k[:, None] / (2 * GRID)) * np.sqrt(2.0 / GRID)
+    dct[0] /= np.sqrt(2.0)
+    freqs = sorted(((u, v) for u in range(GRID) for v in range(GRID)), key=lambda f: (f[0] + f[1], f[0]))
+    columns = []
+    for u, v in freqs[:count]:
+        for c in range(3):
+            col = np.zeros((GRID, GRID, 3))
+            col[:, :, c] = np.outer(dct[u], dct[v])
+            columns.append(col.ravel())
+    return np.stack(columns, axis=1)
+
+
+_LOW = _low_frequency_basis()
+
+
+def principal_projection(base: np.ndarray, dims: int = PROJECTED_DIMS, sample: int = 20000) -> np.ndarray:
+    """``(D, dims)`` orthonormal columns: the principal directions of the descriptors' low frequencies.
+
+    Orthonormal, so a projected distance never exceeds the true one: the radius query in
+    :func:`near_pairs` misses no pair. Principal, so few dimensions keep most of what tells
+    photographs apart and the query returns few candidates to check. Fitted within the 48 lowest
+    DCT frequencies: a 48x48 eigenproblem, which stays fast even on a busy machine.
+    """
+    low = base[:: max(1, len(base) // sample)].astype(np.float64) @ _LOW
+    low -= low.mean(axis=0)
+    _, vectors = np.linalg.eigh(low.T @ low)  # ascending eigenvalues
+    return np.ascontiguousarray(_LOW @ vectors[:, ::-1][:, :dims]).astype(np.float32)
+
+
 def descriptors(thumbs: np.ndarray, alignment: tuple[np.ndarray, np.ndarray] = _BASE) -> np.ndarray:
     """``(N, GRID*GRID*3)`` float32 unit vectors, mean-centred, of ``(N, THUMB, THUMB, 3)`` thumbnails."""
     wr, wc = (w.astype(np.float32) for w in alignment)
     n, h, w, c = thumbs.shape
-    rows = np.matmul(wr, thumbs.reshape(n, h, w * c).astype(np.float32))  # (n, GRID, w * c)
+    rows = np.matmul(wr, np.asarray(thumbs, dtype=np.float32).reshape(n, h, w * c))  # (n, GRID, w * c)
     cells = np.matmul(rows.reshape(n, GRID, w, c).transpose(0, 1, 3, 2), wc.T)  # (n, GRID, c, GRID)
     d = np.ascontiguousarray(cells.transpose(0, 1, 3, 2)).reshape(n, -1)
     d -= d.mean(axis=1, keepdims=True)
@@ -130,25 +162,18 @@ def near_pairs(thumbs: np.ndarray, threshold: float, chunk: int = 4096) -> dict[
     n = len(thumbs)
     if n < 2 or threshold < 0:
         return {}
+    thumbs = np.asarray(thumbs, dtype=np.float32)  # converted once, not once per alignment
     base = descriptors(thumbs)
-    k = min(PROJECTED_DIMS, n, base.shape[1])
-    sample = base[:: max(1, n // 20000)].astype(np.float64)
-    centred = sample - sample.mean(axis=0)
-    # orthonormal directions: projected distances never exceed the true ones, so the radius query is exact
-    _, vectors = np.linalg.eigh(centred.T @ centred)
-    proj = vectors[:, ::-1][:, :k].astype(np.float32)  # the k principal directions
+    proj = principal_projection(base)
     tree = cKDTree(base @ proj)
     radius = float(np.sqrt(2.0 * threshold)) + 1e-6  # |a - b|^2 = 2 (1 - a.b) for unit vectors
     best: dict[int, float] = {}  # i * n + j (i < j) -> smallest distance over the alignments
     for alignment in _ALIGNMENTS:
         for lo in range(0, n, chunk):
             moved = descriptors(thumbs[lo : lo + chunk], alignment)
-            hits = tree.query_ball_point(moved @ proj, radius)
-            counts = np.fromiter((len(h) for h in hits), dtype=np.int64, count=len(hits))
-            if not counts.sum():
-                continue
-            rows = np.repeat(np.arange(len(hits)), counts)
-            cols = np.fromiter((j for h in hits for j in h), dtype=np.int64, count=int(counts.sum()))
+            # tree against tree: every (moved, base) pair within the radius, as arrays
+            close = cKDTree(moved @ proj).sparse_distance_matrix(tree, radius, output_type="ndarray")
+            rows, cols = close["i"].astype(np.int64), close["j"].astype(np.int64)
             dist = 1.0 - np.einsum("ij,ij->i", moved[rows], base[cols])
             i = rows + lo
             keep = (i != cols) & (dist <= threshold)
