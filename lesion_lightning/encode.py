@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lesion_lightning.data.indices import MANIFEST
+from lesion_lightning.data.stale import remove_stale_temporaries
 from lesion_lightning.modules.checkpoints import VQVAECheckpoint
 from lesion_lightning.utils.io import atomic_write_json
 from lesion_lightning.utils.runtime import pick_device, publish_dir
@@ -61,6 +62,8 @@ def encode(cfg: DictConfig) -> Path:
         raise ValueError(f"codebook of {k} codes does not fit the uint16 index format (max 65536)")
     dm = ckpt.build_datamodule(OmegaConf.to_container(cfg.get("data") or {}, resolve=True))
     out_dir = Path(cfg.out_dir)
+    for line in remove_stale_temporaries(out_dir.parent, prefix=f".{out_dir.name}.tmp-"):
+        log.warning("removed the temporary folder of an interrupted encode: %s", line)
     split_sizes, rates = {}, {}
     with publish_dir(out_dir, overwrite=cfg.overwrite, what="index dataset") as tmp:
         for split in cfg.splits:
@@ -91,6 +94,7 @@ def encode(cfg: DictConfig) -> Path:
                 "net": ckpt.net_settings,
             },
             "data": dm.describe(),
+            **dm.state_dict(),  # split_file, split_digest: the split every later stage reads
             "images_per_s": rates,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }

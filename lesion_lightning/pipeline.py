@@ -28,6 +28,8 @@ from lesion_lightning.utils.io import atomic_write_json, atomic_write_text
 log = logging.getLogger(__name__)
 STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate")
 STAGE_PREFIXES = tuple(f"{s}." for s in STAGES)
+# seconds between the running stage's time updates in pipeline.json
+HEARTBEAT_S = 10.0
 
 
 def to_overrides(node, prefix: str = "") -> list[str]:
@@ -197,14 +199,26 @@ class Pipeline:
                 continue
             cmd = self.command(stage)
             entry = self.state["stages"].setdefault(stage, {})
-            # time already spent by an interrupted attempt counts towards the stage
-            spent = entry.get("seconds", 0.0) if entry.get("status") == "failed" else 0.0
+            # time already spent by an earlier attempt counts towards the stage: a failed one, or one
+            # killed while "running" (its time up to the last heartbeat below)
+            spent = entry.get("seconds", 0.0) if entry.get("status") in ("failed", "running") else 0.0
             entry.update({"status": "running", "command": " ".join(cmd[1:])})
             self.save()
             log.info("[%s] %s", stage, " ".join(cmd[2:]))
             start = time.perf_counter()
             self.dir(stage).mkdir(parents=True, exist_ok=True)
-            proc = subprocess.run(cmd, env=self.stage_env())
+            proc = subprocess.Popen(cmd, env=self.stage_env())
+            try:
+                while proc.poll() is None:  # heartbeat: a kill -9 of this process keeps the time so far
+                    try:
+                        proc.wait(timeout=HEARTBEAT_S)
+                    except subprocess.TimeoutExpired:
+                        entry["seconds"] = spent + time.perf_counter() - start
+                        self.save()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
             seconds = time.perf_counter() - start
             if proc.returncode != 0:
                 entry.update({"status": "failed", "returncode": proc.returncode, "seconds": spent + seconds})

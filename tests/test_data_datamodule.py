@@ -154,7 +154,7 @@ def test_cache_reused_when_unchanged_and_rebuilt_when_size_or_files_change(
         calls.append(args[4])  # image_size
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("lesion_lightning.data.datamodule.build_cache", counting)
+    monkeypatch.setattr("lesion_lightning.data.prepare.build_cache", counting)
     first = LesionDataModule(str(root), image_size=16)
     first.prepare_data()
     second = LesionDataModule(str(root), image_size=16)
@@ -184,7 +184,7 @@ def test_cache_reused_when_unchanged_and_rebuilt_when_size_or_files_change(
 
 def test_interrupted_cache_build_leaves_nothing_loadable(tmp_path, synthetic_root, monkeypatch):
     root = _copy(synthetic_root, tmp_path)
-    real = cache_mod._load_rgb
+    real = cache_mod._decode
     count = {"n": 0}
 
     def dying(*args, **kwargs):
@@ -193,7 +193,7 @@ def test_interrupted_cache_build_leaves_nothing_loadable(tmp_path, synthetic_roo
             raise KeyboardInterrupt  # like Ctrl-C half-way through
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cache_mod, "_load_rgb", dying)
+    monkeypatch.setattr(cache_mod, "_decode", dying)
     dm = LesionDataModule(str(root), image_size=16, cache_workers=1)
     with pytest.raises(KeyboardInterrupt):
         dm.prepare_data()
@@ -203,7 +203,7 @@ def test_interrupted_cache_build_leaves_nothing_loadable(tmp_path, synthetic_roo
     assert list(entries[0].iterdir()) == []  # temporary files removed too
     all_ids = sorted(_metadata(root))
     assert load_cache(entries[0], entries[0].name, all_ids) is None
-    monkeypatch.setattr(cache_mod, "_load_rgb", real)
+    monkeypatch.setattr(cache_mod, "_decode", real)
     dm = LesionDataModule(str(root), image_size=16)
     dm.prepare_data()  # the next run builds it from scratch
     assert load_cache(entries[0], entries[0].name, all_ids) is not None

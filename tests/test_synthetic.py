@@ -188,7 +188,7 @@ def test_atomic_write_and_existing_root(tmp_path: Path) -> None:
 
 
 def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_render, calls = synthetic._render, []
+    real_render, calls = synthetic.render, []
 
     def failing_render(*args, **kwargs):
         calls.append(1)
@@ -196,7 +196,7 @@ def test_interrupted_write_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Mo
             raise KeyboardInterrupt
         return real_render(*args, **kwargs)
 
-    monkeypatch.setattr(synthetic, "_render", failing_render)
+    monkeypatch.setattr(synthetic, "render", failing_render)
     with pytest.raises(KeyboardInterrupt):
         write_synthetic_isic(tmp_path / "isic", 6, image_size=16)
     assert list(tmp_path.iterdir()) == []

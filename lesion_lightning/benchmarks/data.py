@@ -10,7 +10,12 @@ ISIC Archive layout into a temporary folder, builds the cache through the real
 - ``jpeg_draft`` (optional): the same, but decoding at a reduced JPEG DCT scale first (the trick the
   cache build itself uses), i.e. the best a cache-less loader can do with PIL.
 
-All rows are measured in the same run; ``ratios`` are cache / jpeg per worker count. Samples are drawn
+All rows are measured in the same run; ``ratios`` are cache / jpeg per worker count.
+
+The cache build is timed too, with and without duplicate detection (``build_repeats`` alternating
+builds each, the fastest kept): "with" hashes every decoded image and stores its thumbnail during
+the build, then finds exact and near duplicates (:func:`~lesion_lightning.data.duplicates.find_duplicates`);
+``detection_cost`` is (with - without) / without. Samples are drawn
 at random (with repeats when more are timed than exist); each row times at least ``batches`` batches
 and ``min_seconds`` seconds, after ``warmup_batches`` untimed batches.
 
@@ -32,8 +37,9 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from lesion_lightning.data.cache import _resize, _to_rgb, load_rgb
+from lesion_lightning.data.cache import build_cache, load_rgb, resize_image, to_rgb
 from lesion_lightning.data.datamodule import LesionDataModule
+from lesion_lightning.data.duplicates import find_duplicates
 from lesion_lightning.data.transforms import ImageTransform, build_augment
 
 CONFIG = "conf/bench/data.yaml"
@@ -66,8 +72,8 @@ def decode_full(path: Path, image_size: int, resize: str) -> np.ndarray:
     """Open, fully decode, EXIF-rotate, convert and resize: the per-epoch cost without a cache."""
     with Image.open(path) as img:
         img.load()
-        img = _to_rgb(ImageOps.exif_transpose(img))
-        return np.asarray(_resize(img, image_size, resize), dtype=np.uint8)
+        img = to_rgb(ImageOps.exif_transpose(img))
+        return np.asarray(resize_image(img, image_size, resize), dtype=np.uint8)
 
 
 class JpegDataset(Dataset):
@@ -114,6 +120,40 @@ def time_loader(
     seconds = time.perf_counter() - start
     del it  # shuts the workers down
     return n / seconds, seconds, timed
+
+
+def time_builds(paths: list[Path], work: Path, image_size: int, resize: str, workers, repeats: int) -> dict:
+    """Fastest of ``repeats`` cache builds without and with duplicate detection, alternating."""
+    import scipy.spatial  # noqa: F401  (a one-time import, not a per-build cost)
+
+    ids = [p.stem for p in paths]
+    best = {"without": float("inf"), "with": float("inf"), "search": float("inf")}
+    groups = 0
+    for r in range(repeats):
+        for detect in (False, True):
+            directory = work / f"build-{r}-{int(detect)}"
+            start = time.perf_counter()
+            cache = build_cache(
+                directory, "bench", ids, paths, image_size, resize, 1, workers=workers, progress=False,
+                content=detect,
+            )  # fmt: skip
+            searched = time.perf_counter()
+            if detect:
+                found = find_duplicates(cache.contents, cache.thumbs(), paths, 0.008)
+                groups = len(found.groups)
+            end = time.perf_counter()
+            key = "with" if detect else "without"
+            best[key] = min(best[key], end - start)
+            if detect:
+                best["search"] = min(best["search"], end - searched)
+    n = len(paths)
+    return {
+        "cache_build_images_per_s_without_duplicates": n / best["without"],
+        "cache_build_images_per_s_with_duplicates": n / best["with"],
+        "duplicate_search_s": best["search"],
+        "duplicate_groups_found": groups,
+        "detection_cost": (best["with"] - best["without"]) / best["without"],
+    }
 
 
 def _augment_config(cfg: DictConfig) -> dict[str, Any] | None:
@@ -180,6 +220,14 @@ def run(cfg: DictConfig) -> dict:
                     }
                 )
         mean_kb = float(np.mean([p.stat().st_size for p in paths]) / 1024)
+        builds = time_builds(
+            paths,
+            Path(tmp) / "builds",
+            image_size,
+            resize,
+            cfg.get("cache_workers"),
+            int(cfg.get("build_repeats", 2)),
+        )
 
     rate = {(r["source"], r["workers"]): r["images_per_s"] for r in rows}
     ratios = {}
@@ -203,7 +251,21 @@ def run(cfg: DictConfig) -> dict:
         "write_sources_s": write_s,
         "cache_build_s": build_s,
         "cache_build_images_per_s": num_images / build_s,
+        "duplicate_search_s": builds["duplicate_search_s"],
+        "duplicate_groups_found": builds["duplicate_groups_found"],
     }
+    rows += [
+        {
+            "source": f"cache build {side} duplicate detection",
+            "workers": cfg.get("cache_workers"),
+            "images_per_s": ips,
+        }
+        for side, ips in (
+            ("without", builds["cache_build_images_per_s_without_duplicates"]),
+            ("with", builds["cache_build_images_per_s_with_duplicates"]),
+        )
+    ]
+    ratios["duplicate_detection_cost_of_build"] = builds["detection_cost"]
     return {"settings": settings, "rows": rows, "ratios": ratios}
 
 

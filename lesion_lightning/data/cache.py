@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,10 +29,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from lesion_lightning.data.duplicates import THUMB, Content, pixel_digest, thumbnail
+from lesion_lightning.data.records import name_bytes, shown
+from lesion_lightning.data.stale import tmp_tag
+
 RESIZE_MODES: tuple[str, ...] = ("squash", "center_crop", "pad")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: per-image pixel digest and thumbnail for duplicate detection
 IMAGES_FILE = "images.npy"
 INDEX_FILE = "index.json"
+THUMBS_FILE = "thumbs.npy"
 
 
 class BadImageError(Exception):
@@ -52,11 +56,12 @@ def cache_key(
     """Directory name of the cache for these source files and settings (bad-image verdicts included)."""
     h = hashlib.sha256(json.dumps([CACHE_VERSION, int(image_size), resize, int(min_image_size)]).encode())
     for rel, size, mtime in fingerprints:
-        h.update(f"{rel}\t{size}\t{mtime}\n".encode())
+        # the name's bytes, not its text: a file name that is not valid UTF-8 still has a key
+        h.update(name_bytes(rel) + f"\t{size}\t{mtime}\n".encode())
     return f"s{image_size}_{resize}_{h.hexdigest()[:16]}"
 
 
-def _to_rgb(img: Image.Image) -> Image.Image:
+def to_rgb(img: Image.Image) -> Image.Image:
     """Any PIL mode -> 8-bit RGB (see the module docstring for what each mode becomes)."""
     mode = img.mode
     if mode == "RGB":
@@ -79,7 +84,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB... (raises ValueError where PIL can't)
 
 
-def _resize(img: Image.Image, size: int, resize: str) -> Image.Image:
+def resize_image(img: Image.Image, size: int, resize: str) -> Image.Image:
+    """``img`` as a ``size`` x ``size`` image, by ``resize`` (one of :data:`RESIZE_MODES`)."""
     w, h = img.size
     if resize == "squash":
         return img.resize((size, size), Image.Resampling.LANCZOS)
@@ -100,6 +106,16 @@ def load_rgb(
     path: str | Path, image_size: int, resize: str = "squash", min_image_size: int = 32
 ) -> np.ndarray:
     """Decode ``path`` into a ``(S, S, 3)`` uint8 RGB array; raises :class:`BadImageError` with the reason."""
+    return decode(path, image_size, resize, min_image_size)[0]
+
+
+_EXIF_ORIENTATION = 0x0112
+
+
+def decode(
+    path: str | Path, image_size: int, resize: str = "squash", min_image_size: int = 32, content: bool = False
+) -> tuple[np.ndarray, Content | None]:
+    """:func:`load_rgb`, plus (if ``content``) what duplicate detection needs from the same decode."""
     try:
         with Image.open(path) as img:
             w, h = img.size
@@ -108,11 +124,21 @@ def load_rgb(
             if img.format == "JPEG" and img.mode == "RGB":
                 # decode at a reduced DCT scale that is still >= the target: large ISIC JPEGs decode ~8x faster
                 img.draft("RGB", (image_size, image_size))
+            scale = max(1, round(w / img.size[0]))
+            rotated = content and img.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8)
             img.load()
             img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
-            out = _resize(img, image_size, resize)
-            return np.asarray(out, dtype=np.uint8)
+            img = to_rgb(img)
+            out = np.asarray(resize_image(img, image_size, resize), dtype=np.uint8)
+            if not content:
+                return out, None
+            info = Content(
+                width=h if rotated else w,
+                height=w if rotated else h,
+                scale=scale,
+                digest=pixel_digest(np.asarray(img)),
+            )
+            return out, info
     except BadImageError:
         raise
     except UnidentifiedImageError as e:
@@ -125,12 +151,14 @@ def load_rgb(
 
 @dataclass
 class Cache:
-    """A complete cache: ``images`` is the memory-mapped array, ``bad`` maps row -> reason."""
+    """A complete cache: ``images`` is the memory-mapped array, ``bad`` maps row -> reason,
+    ``contents`` each row's :class:`Content` (None for bad rows, or when built without it)."""
 
     directory: Path
     key: str
     ids: list[str]
     bad: dict[int, str]
+    contents: list[Content | None]
 
     @property
     def images_path(self) -> Path:
@@ -138,6 +166,10 @@ class Cache:
 
     def images(self) -> np.ndarray:
         return np.load(self.images_path, mmap_mode="r")
+
+    def thumbs(self) -> np.ndarray:
+        """``(N, 32, 32, 3)`` uint8 thumbnails for duplicate detection (zeros for bad rows)."""
+        return np.load(self.directory / THUMBS_FILE)
 
 
 def load_cache(directory: Path, key: str, ids: Sequence[str]) -> Cache | None:
@@ -155,11 +187,13 @@ def load_cache(directory: Path, key: str, ids: Sequence[str]) -> Cache | None:
     if arr.shape[0] != len(ids) or arr.dtype != np.uint8:
         return None
     bad = {int(k): v for k, v in index.get("bad", {}).items()}
-    return Cache(directory, key, list(ids), bad)
+    stored = index.get("content") or [None] * len(ids)
+    contents = [None if c is None else Content(*c) for c in stored]
+    return Cache(directory, key, list(ids), bad, contents)
 
 
 # Module-level so tests can make a build fail half-way (monkeypatch) and check nothing loadable is left.
-_load_rgb: Callable[..., np.ndarray] = load_rgb
+_decode: Callable[..., tuple[np.ndarray, Content | None]] = decode
 
 
 def build_cache(
@@ -172,18 +206,21 @@ def build_cache(
     min_image_size: int = 32,
     workers: int | None = None,
     progress: bool = True,
+    content: bool = True,
 ) -> Cache:
     """Decode + resize every path into ``directory`` (see the module docstring); returns the loaded cache.
 
     Threads, not processes: PIL releases the GIL while decoding and resampling, and threads need no
-    pickling of the arrays and no fork of a process that may hold CUDA or a W&B run.
+    pickling of the arrays and no fork of a process that may hold CUDA or a W&B run. ``content``:
+    record each image's :class:`Content` for duplicate detection (off only to benchmark its cost).
     """
     if resize not in RESIZE_MODES:
         raise ValueError(f"data.resize={resize!r} is not one of {list(RESIZE_MODES)}")
     directory.mkdir(parents=True, exist_ok=True)
-    tag = f"tmp-{socket.gethostname()}-{os.getpid()}"
+    tag = tmp_tag()
     tmp_images = directory / f"{IMAGES_FILE}.{tag}.npy"
     tmp_index = directory / f"{INDEX_FILE}.{tag}"
+    tmp_thumbs = directory / f"{THUMBS_FILE}.{tag}.npy"
     # Nothing is deleted up front: the key fixes the content, and the final renames (index last) swap a
     # complete cache in atomically, so a node building the same cache concurrently (multi-node DDP on a
     # shared filesystem) never removes one that another node's ranks are already reading.
@@ -192,12 +229,14 @@ def build_cache(
         tmp_images, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3)
     )
     bad: dict[int, str] = {}
+    contents: list[Content | None] = [None] * n
+    thumbs = np.zeros((n, THUMB, THUMB, 3), np.uint8)
 
-    def work(i: int) -> tuple[int, np.ndarray | None, str | None]:
+    def work(i: int) -> tuple[int, np.ndarray | None, Content | None, str | None]:
         try:
-            return i, _load_rgb(paths[i], image_size, resize, min_image_size), None
+            return i, *_decode(paths[i], image_size, resize, min_image_size, content), None
         except BadImageError as e:
-            return i, None, str(e)
+            return i, None, None, str(e)
 
     workers = max(1, workers if workers is not None else min(16, os.cpu_count() or 1))
     try:
@@ -207,24 +246,31 @@ def build_cache(
             total=n, desc=f"caching {n} images at {image_size}px", disable=not progress or None, unit="img"
         )
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            for i, image, reason in pool.map(work, range(n)):
+            for i, image, info, reason in pool.map(work, range(n)):
                 if image is None:
                     bad[i] = reason or "unreadable"
                 else:
                     arr[i] = image
+                    if info is not None:
+                        contents[i] = info
+                        thumbs[i] = thumbnail(image)
                 bar.update(1)
         bar.close()
         arr.flush()
         del arr
         os.replace(tmp_images, directory / IMAGES_FILE)
+        np.save(tmp_thumbs, thumbs)
+        os.replace(tmp_thumbs, directory / THUMBS_FILE)
         index = {
             "version": CACHE_VERSION,
             "key": key,
             "image_size": int(image_size),
             "resize": resize,
             "ids": list(ids),
-            "paths": [str(p) for p in paths],
+            "paths": [shown(p) for p in paths],
             "bad": {str(i): r for i, r in sorted(bad.items())},
+            # [width, height, decode scale, pixel digest] per row; null if bad
+            "content": [None if c is None else [c.width, c.height, c.scale, c.digest] for c in contents],
             "complete": True,
         }
         tmp_index.write_text(json.dumps(index) + "\n")
@@ -232,6 +278,7 @@ def build_cache(
     finally:
         tmp_images.unlink(missing_ok=True)
         tmp_index.unlink(missing_ok=True)
+        tmp_thumbs.unlink(missing_ok=True)
     cache = load_cache(directory, key, ids)
     assert cache is not None, f"cache {directory} did not load right after being built"
     return cache

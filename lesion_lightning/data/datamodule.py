@@ -12,7 +12,6 @@ row ``index`` of a per-split array).
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -23,17 +22,29 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from lesion_lightning.data.cache import RESIZE_MODES, Cache, build_cache, cache_key, fingerprint, load_cache
-from lesion_lightning.data.layouts import LAYOUTS, BadItem, Record, read_layout
-from lesion_lightning.data.splits import SPLITS, load_or_make_split, split_digest
+from lesion_lightning.data.cache import RESIZE_MODES, Cache
+from lesion_lightning.data.duplicates import DUPLICATE_MODES
+from lesion_lightning.data.layouts import LAYOUTS, BadItem, Record
+from lesion_lightning.data.prepare import (
+    BAD_REPORT,
+    CacheSettings,
+    SplitSettings,
+    cache_images,
+    choose_split,
+    group_duplicates,
+    read_inputs,
+    remove_stale,
+    report_duplicates,
+)
+from lesion_lightning.data.splits import SPLIT_CHANGE_MODES, SPLITS, assignment_digest, pinned_split
 from lesion_lightning.data.transforms import ImageTransform, build_augment, check_normalization
 from lesion_lightning.data.vocabulary import VOCABULARY, resolve_classes
 
-BAD_REPORT = "bad_images.csv"
+__all__ = ["BAD_REPORT", "LesionDataModule", "SplitDataset"]
 ISIC_HELP = (
     "Download ISIC images with the official CLI (pip install isic-cli), e.g.\n"
     "    isic image download --search 'diagnosis_3:\"Melanoma Invasive\"' {root}\n"
@@ -97,8 +108,10 @@ class _State:
     cache_root: Path
     split_file: Path
     split: dict[str, list[str]]
+    split_digest: str
     bad: list[BadItem]
     report: Path | None
+    duplicates: dict[str, Any]
     class_names: list[str]
     class_map: dict[str, int]
 
@@ -126,6 +139,14 @@ class LesionDataModule(L.LightningDataModule):
             that synthetic ISIC-layout dataset at ``root`` on first use.
         min_image_size: images with a side below ``min(min_image_size, image_size)`` pixels are bad input.
         cache_workers: threads decoding images into the cache (default: all cores, at most 16).
+        duplicates: ``group`` (exact and near copies join one split group), ``drop`` (keep one image of
+            each group) or ``keep`` (report only); see :mod:`lesion_lightning.data.duplicates`.
+        near_duplicate_threshold: largest ``1 - correlation`` of aligned thumbnails that counts as a near
+            copy; ``None`` turns near-duplicate detection off (exact copies are still found).
+        split_file, split_digest: a pinned split (written by an earlier run; checkpoints and index
+            manifests record both): used exactly, or refused when the images on disk no longer match it.
+        on_split_change: ``error`` (default) or ``reuse`` (keep the pinned split for the images that
+            still exist; images added since are left out).
     """
 
     def __init__(
@@ -148,6 +169,11 @@ class LesionDataModule(L.LightningDataModule):
         synthetic: Mapping[str, Any] | None = None,
         min_image_size: int = 32,
         cache_workers: int | None = None,
+        duplicates: str = "group",
+        near_duplicate_threshold: float | None = 0.008,
+        split_file: str | None = None,
+        split_digest: str | None = None,
+        on_split_change: str = "error",
     ) -> None:
         super().__init__()
         root = str(root)
@@ -163,6 +189,17 @@ class LesionDataModule(L.LightningDataModule):
         check_normalization(normalization)
         if on_bad_image not in ("error", "skip"):
             raise ValueError(f"data.on_bad_image={on_bad_image!r} must be 'error' or 'skip'")
+        if duplicates not in DUPLICATE_MODES:
+            raise ValueError(f"data.duplicates={duplicates!r} must be one of {list(DUPLICATE_MODES)}")
+        if near_duplicate_threshold is not None and not 0 <= float(near_duplicate_threshold) < 1:
+            raise ValueError(
+                f"data.near_duplicate_threshold={near_duplicate_threshold!r} must be in [0, 1) (a 1 - correlation; "
+                f"default 0.008) or null to turn near-duplicate detection off"
+            )
+        if on_split_change not in SPLIT_CHANGE_MODES:
+            raise ValueError(
+                f"data.on_split_change={on_split_change!r} must be one of {list(SPLIT_CHANGE_MODES)}"
+            )
         if not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"data.image_size must be a positive integer, got {image_size!r}")
         resolve_classes(classes, VOCABULARY)  # fail on a bad data.classes now, not after caching
@@ -212,62 +249,29 @@ class LesionDataModule(L.LightningDataModule):
             self._ensure_synthetic(root)
         if not root.exists():
             raise FileNotFoundError(f"data.root={root} does not exist.\n" + ISIC_HELP.format(root=root))
-        result = read_layout(root, hp.layout)
-        for note in result.notes:
-            rank_zero_warn(note)
-        records = result.records
+        layout, records, fingerprints = read_inputs(root, hp.layout)
         cache_root = self._cache_root(root)
-        fingerprints = [fingerprint(r.path, root) for r in records]
-        # an image at least as large as the target is never "too small", whatever data.min_image_size says
-        min_size = min(hp.min_image_size, hp.image_size)
-        key = cache_key(fingerprints, hp.image_size, hp.resize, min_size)
-        entry = cache_root / key
-        report = entry / BAD_REPORT
-
-        if result.bad and hp.on_bad_image == "error":
-            _write_report(report, result.bad)
-            raise ValueError(_bad_message(result.bad, report))
-        ids = [r.id for r in records]
-        if not records:
-            raise ValueError(f"data.root={root} ({result.layout} layout) has no usable images; see {report}")
-        cache = load_cache(entry, key, ids)
-        if cache is None:
-            rank_zero_info(f"building the {hp.image_size}px image cache for {len(ids)} images in {entry}")
-            cache = build_cache(
-                entry,
-                key,
-                ids,
-                [r.path for r in records],
-                hp.image_size,
-                hp.resize,
-                min_size,
-                workers=hp.cache_workers,
-            )
-        bad = list(result.bad) + [
-            BadItem(ids[i], str(records[i].path), reason) for i, reason in sorted(cache.bad.items())
-        ]
-        if bad:
-            _write_report(report, bad)
-        else:
-            report.unlink(missing_ok=True)
-        if bad and hp.on_bad_image == "error":
-            raise ValueError(_bad_message(bad, report))
-        if bad:
-            rank_zero_warn(
-                f"data.on_bad_image=skip: left out {len(bad)} bad input(s), listed with reasons in {report}"
-            )
-
+        remove_stale(cache_root)
+        settings = CacheSettings(
+            hp.image_size, hp.resize, hp.min_image_size, hp.on_bad_image, hp.cache_workers
+        )
+        cache, bad, report = cache_images(root, layout, records, fingerprints, cache_root, settings)
         # Split every readable record, whatever data.classes says, so an image keeps its split across
         # class selections (a "melanoma only" test image was never a training image of an all-class run).
-        usable = [r for i, r in enumerate(records) if i not in cache.bad]
-        if not usable:
-            raise ValueError(f"data.root={root}: no readable images; see {report}")
-        split_file = (
-            cache_root
-            / "splits"
-            / f"split-{split_digest(usable, hp.val_fraction, hp.test_fraction, hp.split_seed)}.json"
+        dups = group_duplicates(records, cache, hp.near_duplicate_threshold, hp.duplicates)
+        split_settings = SplitSettings(
+            hp.val_fraction,
+            hp.test_fraction,
+            hp.split_seed,
+            hp.split_file,
+            hp.split_digest,
+            hp.on_split_change,
         )
-        split = load_or_make_split(split_file, usable, hp.val_fraction, hp.test_fraction, hp.split_seed)
+        split_file, split, would_be = choose_split(cache_root, dups, split_settings)
+        summary = report_duplicates(
+            dups, records, cache, split, would_be, hp.duplicates, hp.near_duplicate_threshold
+        )
+        usable = dups.usable
         class_names, class_map = resolve_classes(hp.classes, {r.diagnosis for r in usable})
         if not any(r.diagnosis in class_map for r in usable):
             raise ValueError(
@@ -276,17 +280,33 @@ class LesionDataModule(L.LightningDataModule):
             )
         self.class_names, self.num_classes = class_names, len(class_names)
         return _State(
-            result.layout,
+            layout.layout,
             records,
             cache,
             cache_root,
             split_file,
             split,
+            assignment_digest(split),
             bad,
             report if bad else None,
+            summary,
             class_names,
             class_map,
         )
+
+    # ------------------------------------------------------------------ the split in checkpoints
+    def state_dict(self) -> dict[str, str]:
+        """Saved in every checkpoint as ``ckpt["LesionDataModule"]``: the split it was trained on."""
+        state = self._ensure()
+        return {"split_digest": state.split_digest, "split_file": str(state.split_file)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Resuming from a checkpoint: keep its split, or refuse when the data moved since."""
+        pin = pinned_split(state_dict)
+        if not pin or (self._state is not None and self._state.split_digest == pin["split_digest"]):
+            return
+        self.hparams.split_file, self.hparams.split_digest = pin["split_file"], pin["split_digest"]
+        self._state = self._prepare()
 
     def _ensure(self) -> _State:
         if self._state is None:
@@ -355,6 +375,7 @@ class LesionDataModule(L.LightningDataModule):
             "cache_key": state.cache.key,
             "cache_dir": str(state.cache.directory),
             "split_file": str(state.split_file),
+            "split_digest": state.split_digest,
             "split_seed": hp.split_seed,
             "val_fraction": hp.val_fraction,
             "test_fraction": hp.test_fraction,
@@ -365,27 +386,6 @@ class LesionDataModule(L.LightningDataModule):
             "on_bad_image": hp.on_bad_image,
             "num_bad_inputs": len(state.bad),
             "bad_images_report": str(state.report) if state.report else None,
+            "duplicates": state.duplicates,
             "synthetic": hp.synthetic,
         }
-
-
-def _write_report(path: Path, bad: Sequence[BadItem]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "path", "reason"])
-        for item in bad:
-            writer.writerow([item.id, item.path, item.reason])
-    os.replace(tmp, path)
-
-
-def _bad_message(bad: Sequence[BadItem], report: Path, shown: int = 10) -> str:
-    lines = [f"  {item.path}: {item.reason}" for item in bad[:shown]]
-    if len(bad) > shown:
-        lines.append(f"  ... and {len(bad) - shown} more")
-    return (
-        f"{len(bad)} bad input(s) found (all listed in {report}):\n"
-        + "\n".join(lines)
-        + "\nFix or remove these files / CSV rows, or set data.on_bad_image=skip to train without them."
-    )

@@ -28,7 +28,14 @@ def read_manifest(root: str | Path) -> dict:
             f"{path} not found: data.root must be an index dataset written by "
             "`python -m lesion_lightning.encode vqvae_ckpt=PATH` (its output folder holds manifest.json)"
         )
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(
+            f"{path} is not readable JSON ({type(err).__name__}: {err}); re-run encode to rewrite this index dataset"
+        ) from err
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} is not an index-dataset manifest; re-run encode to rewrite it")
     for key in ("grid_size", "num_codes", "splits", "class_names", "vqvae"):
         if key not in manifest:
             raise ValueError(f"{path} lacks `{key}`: re-run encode to rewrite this index dataset")
@@ -42,9 +49,21 @@ class IndexDataset(Dataset):
         self.root = Path(root)
         self.split = split
         self._indices_path = self.root / f"{split}_indices.npy"
-        self.labels = np.load(self.root / f"{split}_labels.npy")
         self._indices: np.ndarray | None = None  # opened lazily: each worker maps its own view
-        self._len = int(np.load(self._indices_path, mmap_mode="r").shape[0])
+        try:
+            self.labels = np.load(self.root / f"{split}_labels.npy")
+            shape = np.load(self._indices_path, mmap_mode="r").shape
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"index dataset {self.root}: the `{split}` split cannot be read ({type(err).__name__}: {err}); "
+                f"the folder is incomplete or damaged, re-run encode to rewrite it"
+            ) from err
+        if len(shape) != 3 or shape[0] != len(self.labels):
+            raise ValueError(
+                f"index dataset {self.root}: {split}_indices.npy has shape {shape} but {len(self.labels)} labels; "
+                f"re-run encode to rewrite it"
+            )
+        self._len = int(shape[0])
 
     @property
     def indices(self) -> np.ndarray:

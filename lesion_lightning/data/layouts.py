@@ -22,47 +22,30 @@ matched to CSV rows by file stem. Folders that hold none of the labelled images 
 Record-level problems are returned in :attr:`LayoutResult.bad` (never dropped silently): a CSV row
 without an image, an image in a labelled folder without a CSV row, duplicate ids (two files with one
 stem, or one id twice in a CSV, or two CSVs disagreeing on its label), an unrecognised diagnosis
-string, a one-hot row with no or several positive columns. An empty folder raises at once.
+string, a one-hot row with no or several positive columns, and what :mod:`~lesion_lightning.data.walk`
+finds (broken or looping links, unreadable folders). An empty folder, an empty (0-byte) CSV and a
+label CSV with a header but no rows raise at once, naming the file (``data.layout=folder`` reads the
+images without labels on purpose). isic2018/isic2019 data without any ``lesion_id`` is read with a
+warning naming the groupings file that is missing.
 """
 
 from __future__ import annotations
 
 import csv
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lesion_lightning.data.records import BadItem, Record, shown
 from lesion_lightning.data.vocabulary import CODES, map_flat, map_hierarchical
+from lesion_lightning.data.walk import IMAGE_EXTENSIONS, Walk, walk
 
 LAYOUTS: tuple[str, ...] = ("isic_archive", "isic2018", "isic2019", "isic2020", "folder")
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 
 ONEHOT_2018: tuple[str, ...] = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
 ONEHOT_2019: tuple[str, ...] = ("MEL", "NV", "BCC", "AK", "BKL", "DF", "VASC", "SCC", "UNK")
 _HIERARCHY = tuple(f"diagnosis_{i}" for i in range(1, 6))
-
-
-@dataclass(frozen=True)
-class Record:
-    """One labelled image: ``id`` is unique within a dataset, ``diagnosis`` a vocabulary class."""
-
-    id: str
-    path: Path
-    diagnosis: str
-    source_label: str = ""
-    lesion_id: str = ""
-    patient_id: str = ""
-
-
-@dataclass(frozen=True)
-class BadItem:
-    """An input problem: ``path`` is the file it concerns (an image or the CSV and row)."""
-
-    id: str
-    path: str
-    reason: str
 
 
 @dataclass
@@ -91,26 +74,6 @@ class _Label:
     patient_id: str = ""
 
 
-def _walk(root: Path) -> tuple[list[Path], list[Path], list[Path]]:
-    """(image files, CSV files, other files) under root, skipping hidden folders (caches)."""
-    images, csvs, others = [], [], []
-    # followlinks: datasets are often assembled from symlinked download folders
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if name.startswith("."):
-                continue
-            path = Path(dirpath) / name
-            suffix = path.suffix.lower()
-            if suffix in IMAGE_EXTENSIONS:
-                images.append(path)
-            elif suffix == ".csv":
-                csvs.append(path)
-            else:
-                others.append(path)
-    return images, csvs, others
-
-
 def _read_csv(path: Path) -> _Csv:
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
@@ -121,8 +84,25 @@ def _read_csv(path: Path) -> _Csv:
                 for row in reader
             ]
     except (UnicodeDecodeError, csv.Error) as e:
-        raise ValueError(f"{path}: cannot read as CSV ({e}); fix or remove the file") from e
+        raise ValueError(f"{shown(path)}: cannot read as CSV ({e}); fix or remove the file") from e
+    except OSError as e:
+        raise ValueError(f"{shown(path)}: cannot open ({e.strerror or e}); fix or remove the file") from e
     return _Csv(path, columns, rows)
+
+
+def _check_not_empty(root: Path, tables: list[_Csv]) -> None:
+    """An empty CSV in a data folder is a truncated download or copy, not "no labels": say so.
+
+    Detection would otherwise skip it and read the folder as unlabelled images (every image
+    ``unknown``), silently; ``data.layout=folder`` is the explicit way to want that.
+    """
+    for table in tables:
+        if not table.columns:
+            raise ValueError(
+                f"{shown(table.path)} is empty (no header row): the labels of the images under {shown(root)} "
+                f"cannot be read. Restore the file (e.g. download the metadata again), or set "
+                f"data.layout=folder to use the images without labels (every image `unknown`)."
+            )
 
 
 def _kind(table: _Csv) -> str | None:
@@ -146,8 +126,10 @@ def _kind(table: _Csv) -> str | None:
 
 def detect_layout(root: str | Path) -> str:
     """The layout of ``root`` (see the module docstring); raises if it holds no images."""
-    images, csvs, _ = _walk(Path(root))
-    return _detect(Path(root), images, [_read_csv(p) for p in csvs])
+    found = walk(Path(root))
+    tables = [_read_csv(p) for p in found.csvs]
+    _check_not_empty(Path(root), tables)
+    return _detect(Path(root), found.images, tables)
 
 
 def _detect(root: Path, images: list[Path], tables: list[_Csv]) -> str:
@@ -158,8 +140,8 @@ def _detect(root: Path, images: list[Path], tables: list[_Csv]) -> str:
     if images:
         return "folder"
     raise FileNotFoundError(
-        f"data.root {root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) and no ISIC metadata CSV; "
-        f"point data.root at an ISIC download or an image folder, or use data=synthetic"
+        f"data.root {shown(root)} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) and no ISIC metadata "
+        f"CSV; point data.root at an ISIC download or an image folder, or use data=synthetic"
     )
 
 
@@ -223,54 +205,79 @@ def read_layout(root: str | Path, layout: str = "auto") -> LayoutResult:
     """
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"data.root {root} is not a folder")
-    images, csv_paths, others = _walk(root)
-    tables = [_read_csv(p) for p in csv_paths]
-    if layout == "auto":
-        layout = _detect(root, images, tables)
-    elif layout not in LAYOUTS:
+        raise FileNotFoundError(f"data.root {shown(root)} is not a folder")
+    if layout != "auto" and layout not in LAYOUTS:
         raise ValueError(f"data.layout={layout!r} is not one of {['auto', *LAYOUTS]}")
+    found = walk(root)
+    tables = [_read_csv(p) for p in found.csvs]
+    if layout == "auto":
+        _check_not_empty(root, tables)
+        layout = _detect(root, found.images, tables)
     if layout == "folder":
-        return _read_folder(root, images, tables, others)
-    return _read_labelled(root, layout, images, tables)
+        result = _read_folder(root, found, tables)
+    else:
+        result = _read_labelled(root, layout, found, tables)
+    result.bad[:0] = found.bad
+    result.notes[:0] = found.notes
+    return result
 
 
-def _read_folder(root: Path, images: list[Path], tables: list[_Csv], others: list[Path]) -> LayoutResult:
-    if not images:
+def _read_folder(root: Path, found: Walk, tables: list[_Csv]) -> LayoutResult:
+    if not found.images:
         raise FileNotFoundError(
-            f"data.root {root} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+            f"data.root {shown(root)} holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
             f"point data.root at a folder of images or use data=synthetic"
         )
     # The id is the relative path, so equal file names in different sub-folders never collide.
-    records = [Record(id=p.relative_to(root).as_posix(), path=p, diagnosis="unknown") for p in images]
+    records = [
+        Record(id=shown(p.relative_to(root).as_posix()), path=p, diagnosis="unknown") for p in found.images
+    ]
     notes = []
     if tables:
         notes.append(
             f"folder layout: ignored CSV files with no recognised ISIC columns: "
-            f"{', '.join(str(t.path.relative_to(root)) for t in tables[:5])}"
+            f"{', '.join(shown(t.path.relative_to(root)) for t in tables[:5])}"
         )
-    skipped = [p for p in others if p.suffix.lower() not in (".txt", ".json", ".md")]
+    skipped = [p for p in found.others if p.suffix.lower() not in (".txt", ".json", ".md")]
     if skipped:
         notes.append(
             f"folder layout: ignored {len(skipped)} non-image file(s), e.g. "
-            f"{', '.join(str(p.relative_to(root)) for p in skipped[:5])}"
+            f"{', '.join(shown(p.relative_to(root)) for p in skipped[:5])}"
         )
     return LayoutResult("folder", records, [], notes)
 
 
-def _read_labelled(root: Path, layout: str, images: list[Path], tables: list[_Csv]) -> LayoutResult:
+def _read_labelled(root: Path, layout: str, found: Walk, tables: list[_Csv]) -> LayoutResult:
     label_tables = [t for t in tables if _kind(t) == layout]
     group_tables = [t for t in tables if _kind(t) == "groups" and layout in ("isic2018", "isic2019")]
     if not label_tables:
         raise FileNotFoundError(
-            f"data.layout={layout}: no {layout} ground-truth/metadata CSV found under {root} "
-            f"(found: {[str(t.path.relative_to(root)) for t in tables] or 'no CSV'}); "
+            f"data.layout={layout}: no {layout} ground-truth/metadata CSV found under {shown(root)} "
+            f"(found: {[shown(t.path.relative_to(root)) for t in tables] or 'no CSV'}); "
             f"use data.layout=auto or check data.root"
         )
+    if not any(t.rows for t in label_tables):
+        names = ", ".join(shown(t.path) for t in label_tables)
+        raise ValueError(
+            f"{names}: header but no rows, so no image under {shown(root)} is labelled. Restore the "
+            f"metadata (e.g. download it again), or set data.layout=folder to use the images without labels."
+        )
+    labels, bad, bad_ids = _collect_labels(layout, label_tables)
+    _add_groups(group_tables, labels)
+    records, matched = _match_images(root, labels, bad_ids, found, bad)
+    notes = _unlisted_images(root, layout, found.images, matched, {r.path.parent for r in records}, bad)
+    _warn_missing_groupings(root, layout, records, group_tables, notes)
+    records.sort(key=lambda r: r.id)
+    return LayoutResult(layout, records, bad, notes)
+
+
+def _collect_labels(
+    layout: str, label_tables: list[_Csv]
+) -> tuple[dict[str, _Label], list[BadItem], set[str]]:
+    """Every id's label over all label CSVs; rows that cannot be used become bad items (their ids too)."""
     bad: list[BadItem] = []
     labels: dict[str, _Label] = {}
     bad_ids: set[str] = set()
-
     for table in label_tables:
         id_col = _id_column(table)
         seen_here: dict[str, int] = {}
@@ -317,8 +324,12 @@ def _read_labelled(root: Path, layout: str, images: list[Path], tables: list[_Cs
                 entry.diagnosis, entry.source_label, entry.where = diagnosis, text, where
             entry.lesion_id = entry.lesion_id or row.get("lesion_id", "")
             entry.patient_id = entry.patient_id or row.get("patient_id", "")
+    return labels, bad, bad_ids
 
-    for table in group_tables:  # lesion groupings / 2019 metadata: only add groups to labelled ids
+
+def _add_groups(group_tables: list[_Csv], labels: dict[str, _Label]) -> None:
+    """Lesion groupings / 2019 metadata only add lesion and patient ids to already labelled ids."""
+    for table in group_tables:
         id_col = _id_column(table)
         for row in table.rows:
             entry = labels.get(row.get(id_col, ""))
@@ -326,13 +337,18 @@ def _read_labelled(root: Path, layout: str, images: list[Path], tables: list[_Cs
                 entry.lesion_id = entry.lesion_id or row.get("lesion_id", "")
                 entry.patient_id = entry.patient_id or row.get("patient_id", "")
 
-    by_stem: dict[str, list[Path]] = defaultdict(list)
-    for path in images:
-        by_stem[path.stem].append(path)
 
+def _match_images(
+    root: Path, labels: dict[str, _Label], bad_ids: set[str], found: Walk, bad: list[BadItem]
+) -> tuple[list[Record], set[str]]:
+    """Records for labelled ids with exactly one image file; the file stems the CSVs claim."""
+    by_stem: dict[str, list[Path]] = defaultdict(list)
+    for path in found.images:
+        by_stem[path.stem].append(path)
+    reported = {Path(item.path).stem for item in found.bad}  # broken links etc., already listed
+    aliases = {p.stem: q for p, q in found.aliases.items()}
     records: list[Record] = []
-    used_dirs: set[Path] = set()
-    referenced: set[str] = set()
+    referenced: set[str] = set(bad_ids)  # duplicate-row / conflicting ids still claim their image file
     for image_id, entry in labels.items():
         if image_id in bad_ids:
             continue
@@ -342,19 +358,28 @@ def _read_labelled(root: Path, layout: str, images: list[Path], tables: list[_Cs
             stem = paths[0].stem
         referenced.add(stem)
         if not paths:
+            if image_id in reported:
+                continue
+            hint = (
+                f"; {shown(image_id)}.* is a link to {shown(aliases[image_id].relative_to(root))}, "
+                f"which another id already uses"
+                if image_id in aliases
+                else ""
+            )
             bad.append(
                 BadItem(
-                    image_id, entry.where, f"CSV row without an image: no {image_id}.jpg/.png under {root}"
+                    image_id,
+                    entry.where,
+                    f"CSV row without an image: no {image_id}.jpg/.png under {shown(root)}{hint}",
                 )
             )
             continue
         if len(paths) > 1:
-            listing = ", ".join(str(p.relative_to(root)) for p in paths)
+            listing = ", ".join(shown(p.relative_to(root)) for p in paths)
             bad.append(
-                BadItem(image_id, str(paths[0]), f"duplicate id: several files named {stem}.*: {listing}")
+                BadItem(image_id, shown(paths[0]), f"duplicate id: several files named {stem}.*: {listing}")
             )
             continue
-        used_dirs.add(paths[0].parent)
         records.append(
             Record(
                 id=image_id,
@@ -365,9 +390,18 @@ def _read_labelled(root: Path, layout: str, images: list[Path], tables: list[_Cs
                 patient_id=entry.patient_id,
             )
         )
-    # duplicate-row / conflicting ids still claim their image file
-    referenced.update(bad_ids)
+    return records, referenced
 
+
+def _unlisted_images(
+    root: Path,
+    layout: str,
+    images: list[Path],
+    referenced: set[str],
+    used_dirs: set[Path],
+    bad: list[BadItem],
+) -> list[str]:
+    """Images no CSV row claims: bad next to labelled images, ignored (with a note) in other folders."""
     ignored: dict[Path, int] = defaultdict(int)
     for path in images:
         if path.stem in referenced:
@@ -375,27 +409,47 @@ def _read_labelled(root: Path, layout: str, images: list[Path], tables: list[_Cs
         if path.parent in used_dirs:
             bad.append(
                 BadItem(
-                    path.stem,
-                    str(path),
+                    shown(path.stem),
+                    shown(path),
                     "image not listed in any CSV (no label); add a row or remove the file",
                 )
             )
         else:
             ignored[path.parent] += 1
-    notes = [
-        f"{layout}: ignored {count} image(s) in {folder.relative_to(root) if folder != root else '.'} "
+    return [
+        f"{layout}: ignored {count} image(s) in {shown(folder.relative_to(root)) if folder != root else '.'} "
         f"(no labelled images in that folder, e.g. a test set)"
         for folder, count in sorted(ignored.items())
     ]
-    records.sort(key=lambda r: r.id)
-    return LayoutResult(layout, records, bad, notes)
 
 
-def group_keys(records: Iterable[Record]) -> list[str]:
-    """One group per connected set of records sharing a ``lesion_id`` or a ``patient_id``.
+# Where each layout's lesion ids come from when its label CSV lacks them.
+_GROUPINGS_SOURCE = {
+    "isic2018": "ISIC2018_Task3_Training_LesionGroupings.csv (ISIC 2018 Task 3 download) or HAM10000_metadata.csv "
+    "(HAM10000 release, Harvard Dataverse)",
+    "isic2019": "ISIC_2019_Training_Metadata.csv (ISIC 2019 challenge download)",
+}
 
-    Union-find over both ids, so neither two images of one lesion nor two lesions of one patient
-    can land in different splits; a record with neither is its own group.
+
+def _warn_missing_groupings(
+    root: Path, layout: str, records: list[Record], group_tables: list[_Csv], notes: list[str]
+) -> None:
+    """These releases hold several images per lesion; without lesion ids each image is its own group."""
+    if layout not in _GROUPINGS_SOURCE or not records or any(r.lesion_id for r in records):
+        return
+    notes.append(
+        f"{layout}: no lesion_id for any image under {shown(root)}, so every image is its own group and "
+        f"images of one lesion can land in different splits. Add {_GROUPINGS_SOURCE[layout]} to data.root; "
+        f"until then only duplicate detection (data.duplicates) protects the split."
+    )
+
+
+def group_keys(records: Iterable[Record], links: Iterable[tuple[str, str]] = ()) -> list[str]:
+    """One group per connected set of records sharing a ``lesion_id`` or a ``patient_id``, or linked.
+
+    Union-find over both ids and the ``links`` (pairs of record ids: duplicate images), so neither
+    two images of one lesion, two lesions of one patient nor two copies of one photograph can land
+    in different splits; a record with none of these is its own group.
     """
     records = list(records)
     parent = list(range(len(records)))
@@ -413,6 +467,12 @@ def group_keys(records: Iterable[Record]) -> list[str]:
                 continue
             j = first.setdefault((kind, value), i)
             ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    row = {rec.id: i for i, rec in enumerate(records)}
+    for a, b in links:
+        if a in row and b in row:
+            ri, rj = find(row[a]), find(row[b])
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
     return [records[find(i)].id for i in range(len(records))]

@@ -5,7 +5,13 @@ ISIC holds several images of one lesion (HAM10000 ``lesion_id``) and several les
 set, so whole groups (see :func:`lesion_lightning.data.layouts.group_keys`) are assigned to one
 split. Within each diagnosis (a group's majority diagnosis) groups are shuffled with the seed and
 placed, largest first, into the split furthest below its target share, which keeps every class in
-roughly the requested proportions. The split is written once as JSON and reused by every stage.
+roughly the requested proportions. Duplicate images (:mod:`lesion_lightning.data.duplicates`) are
+passed in as ``links`` and join one group too. The split is written once as JSON and reused.
+
+Pinning: every VQ-VAE checkpoint and index manifest records the split it was made with
+(``split_file`` and ``split_digest``, a hash of the assignment itself); later stages read that file
+back (:func:`pinned_split`) instead of splitting the files on disk again, and :func:`load_pinned`
+refuses, naming how many images moved, when the data no longer matches it.
 """
 
 from __future__ import annotations
@@ -14,29 +20,53 @@ import hashlib
 import json
 import os
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lesion_lightning.data.layouts import Record, group_keys
+from lesion_lightning.data.records import name_bytes
+from lesion_lightning.data.stale import tmp_tag
 from lesion_lightning.data.vocabulary import VOCABULARY
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_VERSION = 1
 
 
-def split_digest(records: Sequence[Record], val_fraction: float, test_fraction: float, seed: int) -> str:
-    """Content key of a split: the ids, diagnoses and groups of the records, and the split settings."""
+SPLIT_CHANGE_MODES: tuple[str, ...] = ("error", "reuse")
+Links = Sequence[tuple[str, str]]
+
+
+def split_digest(
+    records: Sequence[Record], val_fraction: float, test_fraction: float, seed: int, links: Links = ()
+) -> str:
+    """Key of a split's inputs: ids, diagnoses, groups and duplicate links of the records, and the settings."""
     h = hashlib.sha256()
     h.update(json.dumps([SPLIT_VERSION, float(val_fraction), float(test_fraction), int(seed)]).encode())
     for rec in sorted(records, key=lambda r: r.id):
-        h.update(f"{rec.id}\t{rec.diagnosis}\t{rec.lesion_id}\t{rec.patient_id}\n".encode())
+        h.update(name_bytes(f"{rec.id}\t{rec.diagnosis}\t{rec.lesion_id}\t{rec.patient_id}\n"))
+    for a, b in sorted(tuple(sorted(pair)) for pair in links):
+        h.update(name_bytes(f"dup\t{a}\t{b}\n"))
+    return h.hexdigest()[:16]
+
+
+def assignment_digest(split: Mapping[str, Sequence[str]]) -> str:
+    """Hash of which image is in which split: what checkpoints and manifests pin."""
+    h = hashlib.sha256()
+    for s in SPLITS:
+        for rid in sorted(split.get(s, [])):
+            h.update(name_bytes(f"{s}\t{rid}\n"))
     return h.hexdigest()[:16]
 
 
 def make_split(
-    records: Sequence[Record], val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+    records: Sequence[Record],
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    links: Links = (),
 ) -> dict[str, list[str]]:
     """``{"train": [ids], "val": [ids], "test": [ids]}``; same inputs -> same split, whatever their order."""
     if not (0.0 <= val_fraction < 1.0 and 0.0 <= test_fraction < 1.0 and val_fraction + test_fraction < 1.0):
@@ -45,7 +75,7 @@ def make_split(
         )
     records = sorted(records, key=lambda r: r.id)
     groups: dict[str, list[Record]] = defaultdict(list)
-    for rec, key in zip(records, group_keys(records), strict=True):
+    for rec, key in zip(records, group_keys(records, links), strict=True):
         groups[key].append(rec)
 
     order = {c: i for i, c in enumerate(VOCABULARY)}
@@ -88,30 +118,110 @@ def make_split(
 
 
 def load_or_make_split(
-    path: Path, records: Sequence[Record], val_fraction: float, test_fraction: float, seed: int
+    path: Path,
+    records: Sequence[Record],
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    links: Links = (),
 ) -> dict[str, list[str]]:
     """Reuse the split file at ``path`` if it is there, else make the split and write it atomically."""
     ids = {r.id for r in records}
     if path.is_file():
-        stored = json.loads(path.read_text())
-        split = {s: list(stored["splits"][s]) for s in SPLITS}
+        split = read_split_file(path)
         if set().union(*map(set, split.values())) != ids:
             raise RuntimeError(
                 f"split file {path} does not match the data (ids differ); delete it to recompute"
             )
         return split
-    split = make_split(records, val_fraction, test_fraction, seed)
+    split = make_split(records, val_fraction, test_fraction, seed, links)
     payload = {
         "version": SPLIT_VERSION,
         "seed": int(seed),
         "val_fraction": float(val_fraction),
         "test_fraction": float(test_fraction),
-        "grouping": "connected components of shared lesion_id / patient_id",
+        "grouping": "connected components of shared lesion_id / patient_id and duplicate links",
+        "duplicate_links": len(links),
+        "digest": assignment_digest(split),
         "sizes": {s: len(v) for s, v in split.items()},
         "splits": split,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp = path.with_name(f"{path.name}.{tmp_tag()}")
     tmp.write_text(json.dumps(payload) + "\n")
     os.replace(tmp, path)
     return split
+
+
+def read_split_file(path: Path) -> dict[str, list[str]]:
+    try:
+        stored = json.loads(path.read_text())
+        return {s: list(stored["splits"][s]) for s in SPLITS}
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(
+            f"split file {path} is damaged ({type(err).__name__}: {err}); delete it to recompute the split"
+        ) from err
+
+
+class SplitChangedError(ValueError):
+    """The images on disk no longer match a pinned split."""
+
+
+def load_pinned(
+    split_file: str | Path, split_digest: str | None, ids: Sequence[str], on_change: str = "error"
+) -> tuple[dict[str, list[str]], list[str]]:
+    """(the pinned split, the ids on disk it does not hold) — or :class:`SplitChangedError`.
+
+    ``on_change="reuse"`` keeps the stored assignment of every image that still exists; images added
+    since are in no split (returned, for the caller to report).
+    """
+    path = Path(split_file)
+    if on_change not in SPLIT_CHANGE_MODES:
+        raise ValueError(f"data.on_split_change={on_change!r} must be one of {list(SPLIT_CHANGE_MODES)}")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"data.split_file={path}: the split this run is pinned to (recorded in its checkpoint / manifest) "
+            f"does not exist; restore it (it lives under data.cache_dir/splits/) or start a new run on this data"
+        )
+    split = read_split_file(path)
+    if split_digest and assignment_digest(split) != split_digest:
+        raise SplitChangedError(
+            f"data.split_file={path} was rewritten since the checkpoint was made (digest "
+            f"{assignment_digest(split)}, pinned {split_digest}); restore the original file or start a new run"
+        )
+    stored = {i for v in split.values() for i in v}
+    present = set(ids)
+    added, missing = sorted(present - stored), sorted(stored - present)
+    if (added or missing) and on_change == "error":
+        examples = ", ".join([*(f"+{i}" for i in added[:3]), *(f"-{i}" for i in missing[:3])])
+        raise SplitChangedError(
+            f"the data on disk no longer matches the pinned split {path} (digest {split_digest}): "
+            f"{len(added) + len(missing)} image(s) moved ({len(added)} added, {len(missing)} missing; {examples}). "
+            f"Splitting again would reshuffle whole classes and could put training images into the test split. "
+            f"To proceed: restore the data as it was; or set data.on_split_change=reuse to keep the stored split "
+            f"for the {len(stored & present)} images that still exist (added images are left out); or start a "
+            f"new run (train a new VQ-VAE) on the changed data."
+        )
+    return {s: [i for i in v if i in present] for s, v in split.items()}, added
+
+
+def pinned_split(source: Mapping[str, Any] | str | Path) -> dict[str, str]:
+    """``{"split_file", "split_digest"}`` recorded in a VQ-VAE checkpoint or an index manifest, or ``{}``.
+
+    ``source``: a checkpoint dict (``ckpt["LesionDataModule"]``), a manifest dict, or the path of a
+    ``.ckpt`` / ``manifest.json`` / index-dataset folder.
+    """
+    if not isinstance(source, Mapping):
+        path = Path(source)
+        if path.is_dir():
+            path = path / "manifest.json"
+        if path.suffix == ".json":
+            source = json.loads(path.read_text())
+        else:
+            import torch
+
+            source = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    entry = source.get("LesionDataModule") or source
+    if not isinstance(entry, Mapping) or not entry.get("split_file"):
+        return {}
+    return {"split_file": str(entry["split_file"]), "split_digest": str(entry.get("split_digest") or "")}

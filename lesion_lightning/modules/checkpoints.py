@@ -115,6 +115,8 @@ class VQVAECheckpoint(StageCheckpoint[VQVAEModule]):
         from lesion_lightning.data.datamodule import LesionDataModule
 
         hp = self.datamodule_settings
+        if self.split_file:  # the split the VQ-VAE was trained on, not a new one from the files on disk
+            hp.update(split_file=self.split_file, split_digest=self.split_digest or "")
         hp.update({k: v for k, v in (overrides or {}).items() if v is not None})
         dm = LesionDataModule(**hp)
         dm.prepare_data()
