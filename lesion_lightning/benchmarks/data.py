@@ -37,9 +37,10 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image, ImageOps
 from torch.utils.data import DataLoader, Dataset, RandomSampler
 
-from lesion_lightning.data.cache import build_cache, load_rgb, resize_image, to_rgb
+from lesion_lightning.data.cache import build_cache, load_rgb
 from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.data.duplicates import find_duplicates
+from lesion_lightning.data.imageops import resize_image, to_rgb
 from lesion_lightning.data.transforms import ImageTransform, build_augment
 
 CONFIG = "conf/bench/data.yaml"

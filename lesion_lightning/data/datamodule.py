@@ -26,8 +26,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
-from lesion_lightning.data.cache import RESIZE_MODES, Cache
+from lesion_lightning.data.cache import Cache
 from lesion_lightning.data.duplicates import DUPLICATE_MODES
+from lesion_lightning.data.imageops import RESIZE_MODES
 from lesion_lightning.data.layouts import LAYOUTS, BadItem, Record
 from lesion_lightning.data.prepare import (
     BAD_REPORT,

@@ -38,6 +38,7 @@ import numpy as np
 import xxhash
 from PIL import Image, ImageDraw, ImageOps
 
+from lesion_lightning.data.imageops import to_rgb
 from lesion_lightning.data.records import shown
 from lesion_lightning.data.stale import tmp_tag
 
@@ -79,8 +80,6 @@ class Content:
 
 def full_digest(path: str | Path) -> str:
     """Digest of ``path`` decoded at full size (what the build hashes when nothing is drafted)."""
-    from lesion_lightning.data.cache import to_rgb
-
     with Image.open(path) as img:
         img.load()
         return pixel_digest(np.asarray(to_rgb(ImageOps.exif_transpose(img))))
