@@ -14,11 +14,11 @@ from pathlib import Path
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torchvision.utils import make_grid
 from tqdm.auto import tqdm
 
 from lesion_lightning.models.sampling import auto_batch_size
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
+from lesion_lightning.utils.grid import captioned_grid
 from lesion_lightning.utils.io import atomic_write_json, save_png
 from lesion_lightning.utils.runtime import pick_device, publish_dir
 
@@ -47,6 +47,14 @@ def resolve_label(
     else:
         raise ValueError(f"label={label!r} is not one of this prior's classes {names}")
     return torch.full((n,), idx, dtype=torch.long, device=device)
+
+
+def tile_captions(labels: list[str | None], guidance: float) -> list[str] | None:
+    """grid.png captions: each tile's class, plus the guidance weight when guided; None if neither."""
+    suffix = f" w={guidance:g}" if guidance else ""
+    if all(name is None for name in labels) and not suffix:
+        return None
+    return [f"{name if name is not None else ''}{suffix}".strip() for name in labels]
 
 
 def sample_uniforms(seed: int, sample_ids, height: int, width: int) -> torch.Tensor:
@@ -109,6 +117,9 @@ def sample(cfg: DictConfig) -> Path:
                 uniforms=sample_uniforms(int(cfg.seed), range(lo, hi), h, w),
                 progress=lambda *_: bar.update(1),
                 method=cfg.sampler,
+                guidance=float(cfg.guidance),
+                top_k=cfg.top_k,
+                top_p=cfg.top_p,
             )
             # decode a few at a time: full-resolution decoder activations dwarf the code grids
             batch_images = torch.cat(
@@ -120,7 +131,12 @@ def sample(cfg: DictConfig) -> Path:
             images.append(batch_images)
         seconds = time.perf_counter() - start
         images_t = torch.cat(images)
-        save_png(make_grid(images_t, nrow=min(8, len(images_t)), padding=2, pad_value=1.0), tmp / "grid.png")
+        save_png(
+            captioned_grid(
+                images_t, tile_captions(sample_labels, float(cfg.guidance)), nrow=min(8, len(images_t))
+            ),
+            tmp / "grid.png",
+        )
         atomic_write_json(
             tmp / "samples.json",
             {

@@ -21,6 +21,7 @@ CONFIG_OF = {
     "evaluate": "evaluate",
     "pipeline": "pipeline",
     "bench": "bench",
+    "score": "score",
 }
 
 

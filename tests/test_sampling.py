@@ -8,7 +8,14 @@ import torch
 from factories import make_pixelcnn
 
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
-from lesion_lightning.models.sampling import cached_logits_for_grid, draw, sample, sample_cached, sample_naive
+from lesion_lightning.models.sampling import (
+    cached_logits_for_grid,
+    draw,
+    sample,
+    sample_cached,
+    sample_naive,
+    truncate,
+)
 
 K = 16
 
@@ -164,3 +171,102 @@ def test_given_uniforms_make_each_grid_independent_of_its_batch(method: str) -> 
     assert torch.equal(together, sample(model, 3, 4, 5, labels=labels, uniforms=u, method="naive"))
     with pytest.raises(ValueError, match="uniforms must have shape"):
         sample(model, 2, 4, 5, labels=labels[:2], uniforms=u, method=method)
+
+
+# ------------------------------------------------------------------------ guidance and truncation
+def make_guided_model(num_classes: int = 3, grid: tuple[int, int] | None = None) -> GatedPixelCNN:
+    """A conditional model with the "no class" label, its embeddings randomised so every class differs."""
+    torch.manual_seed(0)
+    model = GatedPixelCNN(
+        K, 12, 3, 3, num_classes, grid_size=grid, position_embedding=bool(grid), null_class=True
+    )
+    for layer in model.layers:
+        torch.nn.init.normal_(layer.cond.weight)
+        if grid:
+            torch.nn.init.normal_(layer.pos_row)
+            torch.nn.init.normal_(layer.pos_col)
+    return model.eval()
+
+
+@pytest.mark.parametrize(("guidance", "position"), [(1.0, False), (3.0, True), (0.5, False)])
+def test_guided_cached_logits_equal_the_guided_full_forward(guidance: float, position: bool) -> None:
+    model = make_guided_model(grid=(5, 6) if position else None)
+    indices = torch.randint(0, K, (3, 5, 6), generator=gen(1))
+    labels = torch.tensor([0, 2, 1])
+    cond = model(indices, labels)
+    uncond = model(indices, torch.full_like(labels, model.null_label))
+    expected = (1 + guidance) * cond - guidance * uncond
+    torch.testing.assert_close(
+        cached_logits_for_grid(model, indices, labels, guidance), expected, rtol=1e-5, atol=1e-5
+    )
+    # Not vacuous: guidance changes the logits, and the null label differs from every class.
+    assert (expected - cond).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize(
+    ("guidance", "temperature", "top_k", "top_p", "position"),
+    [
+        (2.0, 1.0, None, None, False),
+        (1.0, 0.8, 5, None, True),
+        (4.0, 1.2, None, 0.7, False),
+        (1.5, 1.0, 6, 0.9, True),
+    ],
+)
+def test_guided_naive_and_cached_draw_the_same_grids(guidance, temperature, top_k, top_p, position) -> None:
+    model = make_guided_model(grid=(4, 5) if position else None)
+    labels = torch.tensor([0, 1, 2])
+    kwargs = dict(labels=labels, temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p)
+    naive = sample_naive(model, 3, 4, 5, generator=gen(7), **kwargs)
+    cached = sample_cached(model, 3, 4, 5, generator=gen(7), **kwargs)
+    assert torch.equal(naive, cached)
+    unguided = sample_cached(model, 3, 4, 5, generator=gen(7), labels=labels, temperature=temperature)
+    assert not torch.equal(cached, unguided)  # the same uniforms, another distribution
+    # The naive reference really is guided: its first code is the draw from the guided logits at (0, 0).
+    u0 = torch.rand(3, generator=gen(7))
+    first = model(torch.zeros(6, 4, 5, dtype=torch.long), torch.tensor([0, 1, 2, 3, 3, 3]))[:, :, 0, 0]
+    mixed = (1 + guidance) * first[:3] - guidance * first[3:]
+    assert torch.equal(naive[:, 0, 0], draw(mixed, u0, temperature, top_k, top_p))
+
+
+def test_guidance_needs_a_prior_trained_with_condition_dropout() -> None:
+    plain = make_model(num_classes=2)
+    labels = torch.tensor([0, 1])
+    for call in (
+        lambda: sample_cached(plain, 2, 3, 4, labels=labels, guidance=1.0),
+        lambda: sample_naive(plain, 2, 3, 4, labels=labels, guidance=1.0),
+        lambda: cached_logits_for_grid(plain, torch.zeros(2, 3, 4, dtype=torch.long), labels, guidance=1.0),
+    ):
+        with pytest.raises(ValueError, match="trained without condition dropout.*model.cond_dropout=0.1"):
+            call()
+    with pytest.raises(ValueError, match="needs a class-conditional prior"):
+        sample_cached(make_model(), 2, 3, 4, guidance=1.0)
+    with pytest.raises(ValueError, match="null_class=True .* needs a class-conditional prior"):
+        GatedPixelCNN(K, 8, 1, null_class=True)
+    guided = make_guided_model(num_classes=2)
+    for bad in (-1.0, float("inf"), True):
+        with pytest.raises(ValueError, match="guidance must be a finite number >= 0"):
+            sample_cached(guided, 2, 3, 4, labels=labels, guidance=bad)
+    # The null label is a valid label of its own (unconditional samples); one past it is not.
+    assert sample_cached(guided, 2, 3, 4, labels=torch.tensor([2, 2]), generator=gen(0)).shape == (2, 3, 4)
+    with pytest.raises(ValueError, match=r"\[0, 3\) \(2 = the 'no class' label\)"):
+        sample_cached(guided, 2, 3, 4, labels=torch.tensor([3, 0]))
+
+
+def test_truncation_keeps_the_top_k_and_the_nucleus() -> None:
+    logits = torch.log(torch.tensor([[0.05, 0.4, 0.1, 0.3, 0.15]]))
+    assert torch.isfinite(truncate(logits, top_k=2)).tolist() == [[False, True, False, True, False]]
+    # nucleus 0.8: 0.4 + 0.3 = 0.7 < 0.8, so 0.15 joins; 0.85 >= 0.8 stops there
+    assert torch.isfinite(truncate(logits, top_p=0.8)).tolist() == [[False, True, False, True, True]]
+    assert torch.isfinite(truncate(logits, top_p=0.01)).tolist() == [[False, True, False, False, False]]
+    assert torch.equal(truncate(logits, top_k=5, top_p=1.0), logits)
+    n = 100_000
+    codes = draw(logits.expand(n, -1), torch.rand(n, generator=gen(0)), 1.0, top_k=3)
+    freq = torch.bincount(codes, minlength=5).float() / n
+    torch.testing.assert_close(freq, torch.tensor([0.0, 0.4, 0.0, 0.3, 0.15]) / 0.85, rtol=0, atol=5e-3)
+    for kwargs, match in (
+        ({"top_k": 0}, "top_k must be"),
+        ({"top_p": 0.0}, "top_p must be"),
+        ({"top_p": 1.5}, "top_p"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            sample_cached(make_model(num_layers=1), 1, 2, 2, **kwargs)

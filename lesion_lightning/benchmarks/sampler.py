@@ -19,6 +19,18 @@ A model with ``position_embedding: true`` is built once per grid with ``grid_siz
 embedding ties a model to one grid size); every cached measurement samples a full-height g x g
 grid, stopped by the progress callback once enough rows are timed.
 
+Guided vs unguided (``guidance`` w > 0, class-conditional models only, built with the "no class" label):
+classifier-free guidance runs the conditional and unconditional streams as one batch of 2B through the
+cached step, so its cost should stay near (at most about 2.1x) the unguided step's. Both are timed on
+the same model in the same run, alternating (unguided rows, guided rows, twice), each row a complete
+cached row as above; ``guided_ratio`` = guided / unguided median ms per position.
+
+Distance to the hardware: every row reports the achieved GFLOP/s of each sampler next to this
+machine's float32 matmul peak, measured in the same run by timing a large torch.mm (2 n^3 FLOPs, the
+best of a few repeats). The FLOPs are counted analytically from the layer shapes (``step_flops``);
+the cached sampler's small (B, C) x (C, 2C) products reach only a fraction of that peak, which says how
+much a fused kernel or larger batches could still gain.
+
 Run it through `python -m lesion_lightning.bench sampler`, or directly:
 `python -m lesion_lightning.benchmarks.sampler [path/to/sampler.yaml]`.
 """
@@ -47,6 +59,49 @@ _MODEL_KEYS = {
     "out_hidden",
     "position_embedding",
 }
+
+
+def step_flops(model: GatedPixelCNN, width: int) -> dict[str, float]:
+    """Analytic FLOPs per grid (one stream) of the sampler's work, a multiply-add counted as 2 FLOPs.
+
+    Only the matrix products count; gates, biases, the softmax and the draw are O(C) or O(K) per position
+    against O(C^2) and are left out. With C = channels, L = layers, p = kernel_size // 2, k = kernel_size,
+    Hd = out_hidden, K = num_codes, W = grid width:
+
+    - cached, per position (``IncrementalState.logits_at``): per layer the horizontal conv as one
+      ((p+1)C -> 2C) product, 4(p+1)C^2; the residual 1x1 on all but the last layer, 2C^2; the fused
+      skip (LC -> C), 2LC^2; the head, 2C*Hd + 2Hd*K.
+      position = L*4(p+1)C^2 + (L-1)*2C^2 + 2LC^2 + 2C*Hd + 2Hd*K
+    - cached, per finished row (``finish_row``): per layer the vertical conv ((p+1) x k taps, C -> 2C)
+      over W columns, 4(p+1)k*C^2*W, and the v->h 1x1 (2C -> 2C), 8C^2*W.
+      row = L*W*(4(p+1)k*C^2 + 8C^2)
+      A timed row of the bench costs W*position + row per grid (times 2 with guidance: two streams).
+    - naive, per full forward pass over an H x W grid: per position and layer the vertical conv
+      4(p+1)k*C^2, horizontal conv 4(p+1)C^2, v->h 8C^2, skip 2C^2, residual 2C^2 (not the last layer),
+      plus the head. naive_pass = H*W*(L*(4(p+1)k*C^2 + 4(p+1)C^2 + 12C^2) - 2C^2 + 2C*Hd + 2Hd*K)
+    """
+    C, L, k, p = model.channels, model.num_layers, model.kernel_size, model.kernel_size // 2
+    head = 2 * C * model.out_hidden + 2 * model.out_hidden * model.num_codes
+    position = L * 4 * (p + 1) * C * C + (L - 1) * 2 * C * C + 2 * L * C * C + head
+    row = L * width * (4 * (p + 1) * k * C * C + 8 * C * C)
+    per_position_naive = L * (4 * (p + 1) * k * C * C + 4 * (p + 1) * C * C + 12 * C * C) - 2 * C * C + head
+    return {"position": float(position), "row": float(row), "naive_per_position": float(per_position_naive)}
+
+
+def matmul_peak_gflops(device: torch.device, n: int, repeats: int = 3) -> float:
+    """Float32 GFLOP/s of an n x n @ n x n torch.mm on this device (best of `repeats` after a warm-up)."""
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    out = torch.empty(n, n, device=device)
+    torch.mm(a, b, out=out)
+    best = float("inf")
+    for _ in range(repeats):
+        _sync(device)
+        start = time.perf_counter()
+        torch.mm(a, b, out=out)
+        _sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * n**3 / best / 1e9
 
 
 class _StopSampling(Exception):
@@ -145,6 +200,43 @@ def _time_pair(
     return statistics.median(naive_times), statistics.median(row_times) / g
 
 
+def _cached_row_seconds(
+    model: GatedPixelCNN, batch: int, g: int, labels, rows: int, warmup: int, seed: int, guidance: float
+) -> list[float]:
+    """Seconds of each of `rows` complete cached rows (after `warmup` untimed ones) of a g x g grid."""
+    device = model.embedding.weight.device
+    times: list[float] = []
+    row_start = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        _sync(device)
+        if done > warmup:
+            times.append(time.perf_counter() - row_start[0])
+        if done == warmup + rows:
+            raise _StopSampling
+        row_start[0] = time.perf_counter()
+
+    row_start[0] = time.perf_counter()
+    try:
+        gen = torch.Generator(device=device).manual_seed(seed)
+        sample_cached(model, batch, g, g, labels=labels, generator=gen, progress=progress, guidance=guidance)
+    except _StopSampling:
+        pass
+    return times
+
+
+def _time_guidance(
+    model: GatedPixelCNN, batch: int, g: int, labels, rows: int, warmup: int, seed: int, guidance: float
+) -> tuple[float, float]:
+    """(unguided, guided) seconds per position: medians over two alternating rounds of `rows` rows each."""
+    plain: list[float] = []
+    guided: list[float] = []
+    for _ in range(2):
+        plain += _cached_row_seconds(model, batch, g, labels, rows, warmup, seed, 0.0)
+        guided += _cached_row_seconds(model, batch, g, labels, rows, warmup, seed, guidance)
+    return statistics.median(plain) / g, statistics.median(guided) / g
+
+
 def run(cfg: DictConfig) -> dict:
     """Time naive vs cached sampling for every model shape and grid; returns settings and rows."""
     device = pick_device(cfg.get("device", "auto"), key=f"{CONFIG}: device")
@@ -155,6 +247,10 @@ def run(cfg: DictConfig) -> dict:
     cached_rows = _positive_int(cfg, "cached_rows")
     warmup = _positive_int(cfg, "warmup", minimum=0)
     seed = int(cfg.get("seed", 0))
+    guidance = cfg.get("guidance", 0.0)
+    if not isinstance(guidance, int | float) or isinstance(guidance, bool) or guidance < 0:
+        raise SystemExit(f"{CONFIG}: guidance must be a number >= 0 (0 = no guided timing), got {guidance!r}")
+    peak_n = cfg.get("peak_matmul_size") or (8192 if device.type == "cuda" else 2048)
     specs = _model_specs(cfg)
     # every timed row needs a next row (its vertical update) inside the g-row grid
     needed = warmup + max(cached_rows, naive_positions)
@@ -168,7 +264,9 @@ def run(cfg: DictConfig) -> dict:
         for g in grids:
             torch.manual_seed(seed)
             try:
-                model = GatedPixelCNN(**kwargs, grid_size=[g, g]).to(device).eval()
+                # the "no class" label only adds an embedding row: unguided cost is unchanged
+                null_class = bool(guidance) and bool(kwargs.get("num_classes"))
+                model = GatedPixelCNN(**kwargs, grid_size=[g, g], null_class=null_class).to(device).eval()
             except (TypeError, ValueError) as err:
                 raise SystemExit(f"{CONFIG}: bad model shape for {name!r}: {err}") from err
             classes = model.num_classes
@@ -177,19 +275,41 @@ def run(cfg: DictConfig) -> dict:
                 model, batch, g, labels, naive_positions, cached_rows, warmup, seed
             )
             positions = g * g
-            rows.append(
-                {
-                    "model": name,
-                    "position_embedding": model.position_embedding,
-                    "grid": g,
-                    "batch": batch,
-                    "naive_ms_per_position": 1000 * naive_s,
-                    "cached_ms_per_position": 1000 * cached_s,
-                    "speedup": naive_s / cached_s,
-                    "naive_s_per_image": naive_s * positions / batch,
-                    "cached_s_per_image": cached_s * positions / batch,
-                }
-            )
+            flops = step_flops(model, g)
+            cached_flops = batch * (flops["position"] + flops["row"] / g)  # per position, whole batch
+            row = {
+                "model": name,
+                "position_embedding": model.position_embedding,
+                "grid": g,
+                "batch": batch,
+                "naive_ms_per_position": 1000 * naive_s,
+                "cached_ms_per_position": 1000 * cached_s,
+                "speedup": naive_s / cached_s,
+                "naive_s_per_image": naive_s * positions / batch,
+                "cached_s_per_image": cached_s * positions / batch,
+                "naive_gflops": batch * positions * flops["naive_per_position"] / naive_s / 1e9,
+                "cached_gflops": cached_flops / cached_s / 1e9,
+            }
+            if null_class:
+                plain_s, guided_s = _time_guidance(
+                    model, batch, g, labels, cached_rows, warmup, seed, guidance
+                )
+                row.update(
+                    {
+                        "unguided_ms_per_position": 1000 * plain_s,
+                        "guided_ms_per_position": 1000 * guided_s,
+                        "guided_ratio": guided_s / plain_s,
+                        "guided_gflops": 2 * cached_flops / guided_s / 1e9,
+                    }
+                )
+            rows.append(row)
+    # the peak last, after the samplers: nothing it leaves in caches or clocks helps them
+    peak = matmul_peak_gflops(device, int(peak_n))
+    for row in rows:
+        row["peak_gflops"] = peak
+        for key in ("naive", "cached", "guided"):
+            if f"{key}_gflops" in row:
+                row[f"{key}_of_peak"] = row[f"{key}_gflops"] / peak
     settings = {
         "device": str(device),
         "threads": torch.get_num_threads(),
@@ -199,6 +319,14 @@ def run(cfg: DictConfig) -> dict:
         "warmup": warmup,
         "seed": seed,
         "dtype": "float32",
+        "guidance": guidance,
+        "peak": f"float32 torch.mm {peak_n}x{peak_n}, best of 3, in this run",
+        "tf32": {
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn": torch.backends.cudnn.allow_tf32,
+        }
+        if device.type == "cuda"
+        else None,
         "models": {name: kwargs for name, kwargs, _ in specs},
     }
     return {"settings": settings, "rows": rows}

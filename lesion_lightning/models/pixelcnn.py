@@ -22,6 +22,11 @@ and the receptive field is limited, so on its own the network cannot tell the bo
 learned term that depends only on the position, row[i] + col[j] (separable, (2C, H) + (2C, W)), to
 the pre-activations of both gates, exactly like the class embedding. It reads no data, so causality
 is untouched; it ties the model to one grid size (``grid_size``).
+
+Optional "no class" label (``null_class=True``, for classifier-free guidance, Ho & Salimans 2022): one
+more row in every class embedding, index ``num_classes``. Training replaces labels with it at random
+(PixelCNNModule's ``cond_dropout``), so the same network also gives unconditional logits; the guided
+samplers in sampling.py run both label streams as one batch.
 """
 
 from __future__ import annotations
@@ -61,6 +66,7 @@ class GatedLayer(nn.Module):
         last: bool,
         num_classes: int,
         grid_size: tuple[int, int] | None = None,
+        null_class: bool = False,
     ) -> None:
         super().__init__()
         self.channels = channels
@@ -74,7 +80,8 @@ class GatedLayer(nn.Module):
         self.h_res = None if last else nn.Conv2d(channels, channels, 1)
         self.skip = nn.Conv2d(channels, channels, 1)
         # One class embedding per layer, added inside the gates of both stacks (as in the paper).
-        self.cond = nn.Embedding(num_classes, 2 * channels) if num_classes > 0 else None
+        # With null_class, row num_classes is the learned "no class" label.
+        self.cond = nn.Embedding(num_classes + int(null_class), 2 * channels) if num_classes > 0 else None
         # Position embedding (only with grid_size): one term shared by both gates like the class one,
         # row (2C, H) + column (2C, W). Zero at init, so an untrained model is the plain PixelCNN.
         self.pos_row = self.pos_col = None
@@ -135,6 +142,7 @@ class GatedPixelCNN(nn.Module):
         out_hidden: int | None = None,
         grid_size: tuple[int, int] | list[int] | None = None,
         position_embedding: bool = False,
+        null_class: bool = False,
     ) -> None:
         super().__init__()
         for name, value, low in (
@@ -171,6 +179,14 @@ class GatedPixelCNN(nn.Module):
             raise ValueError(
                 f"GatedPixelCNN: position_embedding must be true or false, got {position_embedding!r}"
             )
+        if not isinstance(null_class, bool):
+            raise ValueError(f"GatedPixelCNN: null_class must be true or false, got {null_class!r}")
+        if null_class and num_classes == 0:
+            raise ValueError(
+                "GatedPixelCNN: null_class=True (a 'no class' label for classifier-free guidance) needs a "
+                "class-conditional prior (num_classes > 0); this one is unconditional. Set "
+                "model.cond_dropout=0 or train on data with more than one class"
+            )
         if position_embedding and grid_size is None:
             raise ValueError(
                 "GatedPixelCNN: position_embedding=True needs grid_size=[height, width], the code grid the "
@@ -184,6 +200,7 @@ class GatedPixelCNN(nn.Module):
         self.out_hidden = out_hidden if out_hidden is not None else channels
         self.grid_size: tuple[int, int] | None = grid_size
         self.position_embedding = position_embedding
+        self.null_class = null_class
 
         self.embedding = nn.Embedding(num_codes, channels)
         self.layers = nn.ModuleList(
@@ -194,6 +211,7 @@ class GatedPixelCNN(nn.Module):
                 last=i == num_layers - 1,
                 num_classes=num_classes,
                 grid_size=grid_size if position_embedding else None,
+                null_class=null_class,
             )
             for i in range(num_layers)
         )
@@ -234,8 +252,13 @@ class GatedPixelCNN(nn.Module):
                 "dataset it was trained on) or a model with position_embedding=false"
             )
 
+    @property
+    def null_label(self) -> int | None:
+        """Index of the learned "no class" label (``num_classes``), or None without ``null_class``."""
+        return self.num_classes if self.null_class else None
+
     def check_labels(self, labels: torch.Tensor | None, batch_size: int) -> torch.Tensor | None:
-        """Validate class labels against num_classes; returns them as a long tensor (or None)."""
+        """Validate class labels against num_classes (+ the null label); returns a long tensor (or None)."""
         if self.num_classes == 0:
             if labels is not None:
                 raise ValueError(
@@ -255,9 +278,11 @@ class GatedPixelCNN(nn.Module):
             )
         if labels.dtype.is_floating_point or labels.dtype == torch.bool:
             raise ValueError(f"GatedPixelCNN: labels must be integer class ids, got dtype {labels.dtype}")
-        if labels.numel() > 0 and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
+        top = self.num_classes + int(self.null_class)
+        if labels.numel() > 0 and (int(labels.min()) < 0 or int(labels.max()) >= top):
+            null = f" ({self.num_classes} = the 'no class' label)" if self.null_class else ""
             raise ValueError(
-                f"GatedPixelCNN: labels must lie in [0, {self.num_classes}), "
+                f"GatedPixelCNN: labels must lie in [0, {top}){null}, "
                 f"got values in [{int(labels.min())}, {int(labels.max())}]"
             )
         return labels.long()
@@ -297,6 +322,9 @@ class GatedPixelCNN(nn.Module):
         progress: Callable[[int, int], None] | None = None,
         method: str = "cached",
         uniforms: torch.Tensor | None = None,
+        guidance: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
     ) -> torch.Tensor:
         """Sample (batch_size, height, width) code grids; see lesion_lightning.models.sampling."""
         from lesion_lightning.models.sampling import sample
@@ -312,4 +340,7 @@ class GatedPixelCNN(nn.Module):
             progress=progress,
             method=method,
             uniforms=uniforms,
+            guidance=guidance,
+            top_k=top_k,
+            top_p=top_p,
         )

@@ -26,6 +26,16 @@ How the work is split (p = kernel_size // 2, C = channels, L = layers):
 Random draws: both samplers draw u ~ U[0, 1) of shape (B,) per position from the same generator,
 in the same order, and pick codes by inverse CDF of softmax(logits / T) in float32 (``draw``), so
 with the same seed they return the same grids (up to float rounding differences in the logits).
+``top_k`` / ``top_p`` truncate that distribution first (the k most likely codes / the smallest set
+holding probability >= p, as in Fan et al. 2018 and Holtzman et al. 2020), still before the draw.
+
+Classifier-free guidance (Ho & Salimans 2022), ``guidance=w > 0``: a prior trained with condition
+dropout (``null_class``) gives conditional logits c (the requested class) and unconditional ones u (the
+"no class" label) from one network; the draw uses (1 + w) * c - w * u. Both streams run as ONE batch
+of 2B through the same step (labels [labels, null]; the naive sampler's full forward pass and the
+cached sampler's IncrementalState alike), both receive the code drawn for their grid, and the two
+halves are mixed before the draw. So guidance costs one step of twice the batch, not two steps, and
+the guided cached sampler stays exact: it equals the guided naive sampler for the same seed.
 """
 
 from __future__ import annotations
@@ -45,8 +55,17 @@ ProgressFn = Callable[[int, int], None]
 
 # ------------------------------------------------------------------------------------ helpers
 def _check_request(
-    model: GatedPixelCNN, batch_size: int, height: int, width: int, labels, temperature: float
+    model: GatedPixelCNN,
+    batch_size: int,
+    height: int,
+    width: int,
+    labels,
+    temperature: float,
+    guidance: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> torch.Tensor | None:
+    """Validate a sampling request; returns the labels of the network's streams ((2B,) when guided)."""
     if not hasattr(model, "check_grid") or not hasattr(model, "layers"):
         raise TypeError(f"sampling: model must be a GatedPixelCNN, got {type(model).__name__}")
     for name, value in (("batch_size", batch_size), ("height", height), ("width", width)):
@@ -57,15 +76,97 @@ def _check_request(
         raise ValueError(
             f"sampling: temperature must be a number > 0 (1.0 = the model's own distribution), got {temperature!r}"
         )
-    return model.check_labels(labels, batch_size)
+    check_truncation(top_k, top_p)
+    labels = model.check_labels(labels, batch_size)
+    check_guidance(model, guidance)
+    return stream_labels(model, labels, guidance)
 
 
-def draw(logits: torch.Tensor, u: torch.Tensor, temperature: float) -> torch.Tensor:
+def check_truncation(top_k: int | None, top_p: float | None) -> None:
+    """Raise ValueError unless top_k is None or an integer >= 1 and top_p None or in (0, 1]."""
+    if top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        raise ValueError(f"sampling: top_k must be an integer >= 1 or null (no truncation), got {top_k!r}")
+    if top_p is not None and (
+        not isinstance(top_p, int | float) or isinstance(top_p, bool) or not 0 < top_p <= 1
+    ):
+        raise ValueError(f"sampling: top_p must be a number in (0, 1] or null (no truncation), got {top_p!r}")
+
+
+def check_guidance(model: GatedPixelCNN, guidance: float) -> None:
+    """Raise ValueError unless guidance is a number >= 0 the model can honour (> 0 needs the null label)."""
+    if (
+        not isinstance(guidance, int | float)
+        or isinstance(guidance, bool)
+        or not 0 <= guidance < float("inf")
+    ):
+        raise ValueError(
+            f"sampling: guidance must be a finite number >= 0 (0 = no guidance), got {guidance!r}"
+        )
+    if guidance == 0:
+        return
+    if model.num_classes == 0:
+        raise ValueError(
+            f"sampling: guidance={guidance} needs a class-conditional prior, but this one is unconditional "
+            "(num_classes=0); use guidance=0"
+        )
+    if not model.null_class:
+        raise ValueError(
+            f"sampling: guidance={guidance} needs unconditional logits, but this prior was trained without "
+            "condition dropout (no 'no class' label); retrain it with model.cond_dropout=0.1 or use guidance=0"
+        )
+
+
+def stream_labels(model: GatedPixelCNN, labels: torch.Tensor | None, guidance: float) -> torch.Tensor | None:
+    """(B,) labels -> the network's labels: the same (B,), or (2B,) = [labels, null label] when guided."""
+    if guidance == 0:
+        return labels
+    return torch.cat([labels, torch.full_like(labels, model.null_label)])
+
+
+def guide(logits: torch.Tensor, guidance: float) -> torch.Tensor:
+    """(2B, K) logits of the [conditional, unconditional] streams -> (B, K) = (1 + w) * cond - w * uncond.
+
+    With guidance 0 the (B, K) logits pass through unchanged.
+    """
+    if guidance == 0:
+        return logits
+    cond, uncond = logits.chunk(2)
+    return torch.lerp(uncond, cond, 1.0 + guidance)  # uncond + (1 + w) * (cond - uncond)
+
+
+def truncate(logits: torch.Tensor, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """(B, K) logits with every code outside the top_k / nucleus top_p set at -inf (a new tensor if changed).
+
+    top_k keeps every code whose logit ties the k-th largest; top_p keeps, per row, the most likely codes
+    until the mass before the next one reaches p (so always at least the most likely code).
+    """
+    k = logits.shape[-1]
+    if top_k is not None and top_k < k:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(dim=-1)
+        mass_before = probs.cumsum(dim=-1) - probs  # (B, K) probability of the codes ranked above
+        drop = torch.zeros_like(mass_before, dtype=torch.bool).scatter_(-1, order, mass_before >= top_p)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def draw(
+    logits: torch.Tensor,
+    u: torch.Tensor,
+    temperature: float,
+    top_k: int | None = None,
+    top_p: float | None = None,
+) -> torch.Tensor:
     """Inverse-CDF draw: (B, K) logits and (B,) uniforms in [0, 1) -> (B,) code indices.
 
-    Shared by both samplers so equal logits and equal uniforms give equal codes.
+    softmax(logits / T) in float32, truncated to top_k / top_p. Shared by both samplers so equal logits
+    and equal uniforms give equal codes.
     """
-    probs = torch.softmax(logits.float() / temperature, dim=-1)  # (B, K), float32 whatever the model dtype
+    scaled = truncate(logits.float() / temperature, top_k, top_p)  # float32 whatever the model dtype
+    probs = torch.softmax(scaled, dim=-1)  # (B, K)
     cdf = probs.cumsum_(dim=-1)
     # Target in (0, cdf[-1]]: using 1 - u and scaling by the total (which rounding leaves near, not at,
     # 1) makes "the first code with cdf >= target" always exist and always have nonzero probability.
@@ -113,11 +214,19 @@ def naive_step(
     j: int,
     u: torch.Tensor,
     temperature: float,
+    guidance: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> torch.Tensor:
-    """One naive position: a full forward pass over the whole grid, keep the logits at (i, j), draw."""
-    x = model.embedding(grid).permute(0, 3, 1, 2)  # (B, H, W) -> (B, C, H, W)
-    logits = model.logits_from_embeddings(x, labels)[:, :, i, j]  # (B, K)
-    return draw(logits, u, temperature)
+    """One naive position: a full forward pass over the whole grid, keep the logits at (i, j), draw.
+
+    ``labels`` are the network's stream labels (``stream_labels``): (2B,) when guided, and then the
+    (B, H, W) grid runs twice, as one batch.
+    """
+    grids = grid if guidance == 0 else torch.cat([grid, grid])  # (streams * B, H, W)
+    x = model.embedding(grids).permute(0, 3, 1, 2)  # (B', H, W) -> (B', C, H, W)
+    logits = model.logits_from_embeddings(x, labels)[:, :, i, j]  # (B', K)
+    return draw(guide(logits, guidance), u, temperature, top_k, top_p)
 
 
 @torch.no_grad()
@@ -131,15 +240,20 @@ def sample_naive(
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
     uniforms: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> torch.Tensor:
     """Reference sampler: H*W full forward passes. Exact but O((HW)^2); use for checks only."""
-    labels = _check_request(model, batch_size, height, width, labels, temperature)
+    labels = _check_request(model, batch_size, height, width, labels, temperature, guidance, top_k, top_p)
     device = _device(model)
     u_at = _uniform_source(uniforms, generator, batch_size, height, width, device)
     grid = torch.zeros(batch_size, height, width, dtype=torch.long, device=device)
     for i in range(height):
         for j in range(width):
-            grid[:, i, j] = naive_step(model, grid, labels, i, j, u_at(i, j), temperature)
+            grid[:, i, j] = naive_step(
+                model, grid, labels, i, j, u_at(i, j), temperature, guidance, top_k, top_p
+            )
         if progress is not None:
             progress(i + 1, height)
     return grid
@@ -298,16 +412,21 @@ def _cached_run(
     labels: torch.Tensor | None,
     choose: Callable[[int, int, torch.Tensor], torch.Tensor],
     progress: ProgressFn | None,
+    streams: int = 1,
 ) -> torch.Tensor:
-    """Drive IncrementalState in raster order; ``choose(i, j, logits)`` returns the (B,) codes at (i, j)."""
-    state = IncrementalState(model, batch_size, height, width, labels)
+    """Drive IncrementalState in raster order; ``choose(i, j, logits)`` returns the (B,) codes at (i, j).
+
+    ``streams`` = 2 for guidance: the state runs 2B rows ([conditional, unconditional] labels), choose
+    gets their (2B, K) logits, and the code chosen for grid b goes into both of its streams.
+    """
+    state = IncrementalState(model, streams * batch_size, height, width, labels)
     grid = torch.empty(batch_size, height, width, dtype=torch.long, device=_device(model))
     for i in range(height):
         row = grid[:, i]
         for j in range(width):
             codes = choose(i, j, state.logits_at(j))
             row[:, j] = codes
-            state.commit(j, codes)
+            state.commit(j, codes if streams == 1 else codes.repeat(streams))
         if i < height - 1:
             state.finish_row()
         if progress is not None:
@@ -326,39 +445,47 @@ def sample_cached(
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
     uniforms: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> torch.Tensor:
     """Fast exact sampler: cached activations, one network column per position. Returns (B, H, W) long."""
-    labels = _check_request(model, batch_size, height, width, labels, temperature)
+    labels = _check_request(model, batch_size, height, width, labels, temperature, guidance, top_k, top_p)
     u_at = _uniform_source(uniforms, generator, batch_size, height, width, _device(model))
 
     def choose(i: int, j: int, logits: torch.Tensor) -> torch.Tensor:
-        return draw(logits, u_at(i, j), temperature)
+        return draw(guide(logits, guidance), u_at(i, j), temperature, top_k, top_p)
 
     # inference_mode trims per-op bookkeeping; clone outside it so callers get an ordinary tensor.
     with torch.inference_mode():
-        grid = _cached_run(model, batch_size, height, width, labels, choose, progress)
+        grid = _cached_run(
+            model, batch_size, height, width, labels, choose, progress, streams=2 if guidance else 1
+        )
     return grid.clone()
 
 
 @torch.no_grad()
 def cached_logits_for_grid(
-    model: GatedPixelCNN, indices: torch.Tensor, labels: torch.Tensor | None = None
+    model: GatedPixelCNN, indices: torch.Tensor, labels: torch.Tensor | None = None, guidance: float = 0.0
 ) -> torch.Tensor:
     """Teacher-forced run of the cached machinery over a given grid: (B, H, W) -> (B, K, H, W) logits.
 
-    Must equal model(indices, labels); this is how the tests check the sampler's exactness.
+    Must equal model(indices, labels) (with guidance: the guided mix of the conditional and "no class"
+    forward passes); this is how the tests check the sampler's exactness.
     """
     model.check_indices(indices)
     B, H, W = indices.shape
     model.check_grid(H, W)
     labels = model.check_labels(labels, B)
+    check_guidance(model, guidance)
+    labels = stream_labels(model, labels, guidance)
     out = torch.empty(B, model.num_codes, H, W, device=indices.device, dtype=model.embedding.weight.dtype)
 
     def choose(i: int, j: int, logits: torch.Tensor) -> torch.Tensor:
-        out[:, :, i, j] = logits
+        out[:, :, i, j] = guide(logits, guidance)
         return indices[:, i, j]
 
-    _cached_run(model, B, H, W, labels, choose, None)
+    _cached_run(model, B, H, W, labels, choose, None, streams=2 if guidance else 1)
     return out
 
 
@@ -376,11 +503,15 @@ def sample(
     progress: ProgressFn | None = None,
     method: str = "cached",
     uniforms: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
 ) -> torch.Tensor:
     """Sample (B, H, W) code grids with ``method`` = "cached" (default, fast) or "naive" (reference).
 
     ``uniforms`` (B, H, W) in [0, 1), if given, replaces the generator's draws: one stream per grid,
-    so a grid does not depend on which batch it was sampled in.
+    so a grid does not depend on which batch it was sampled in. ``guidance`` w > 0: classifier-free
+    guidance (needs a prior trained with model.cond_dropout > 0); ``top_k`` / ``top_p``: truncation.
     """
     if method not in SAMPLERS:
         raise ValueError(f"sampling: unknown method {method!r}; choose one of {sorted(SAMPLERS)}")
@@ -394,6 +525,9 @@ def sample(
         generator=generator,
         progress=progress,
         uniforms=uniforms,
+        guidance=guidance,
+        top_k=top_k,
+        top_p=top_p,
     )
 
 

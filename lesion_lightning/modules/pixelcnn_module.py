@@ -19,6 +19,11 @@ class PixelCNNModule(L.LightningModule):
     Logs `{stage}/loss` (nats per position), `{stage}/bits_per_dim` (loss / ln 2) and
     `{stage}/accuracy` (top-1 code). Records which VQ-VAE produced its training indices
     (`vqvae_ckpt`, `vqvae_fingerprint`) so sample/evaluate can refuse a mismatched pair.
+
+    ``cond_dropout`` p > 0 (class-conditional priors): the network gets a learned "no class" label and
+    each training grid's label is replaced by it with probability p, so the prior also learns the
+    unconditional distribution that classifier-free guidance (``sample ... guidance=w``) needs.
+    Validation and test always use the real labels.
     """
 
     def __init__(
@@ -35,6 +40,7 @@ class PixelCNNModule(L.LightningModule):
         vqvae_fingerprint: str | None = None,
         class_names: list[str] | None = None,
         index_dataset: str | None = None,
+        cond_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -43,7 +49,10 @@ class PixelCNNModule(L.LightningModule):
                 "model.net.num_codes is not set: train with data=indices data.root=<encode output> "
                 "(it fills the codebook size) or set it explicitly"
             )
-        net = {**net, "num_classes": net.get("num_classes") or 0}
+        if not isinstance(cond_dropout, int | float) or not 0 <= cond_dropout < 1:
+            raise ValueError(f"model.cond_dropout must be a number in [0, 1), got {cond_dropout!r}")
+        # the "no class" label exists exactly when training drops labels: derived here, never configured
+        net = {**net, "num_classes": net.get("num_classes") or 0, "null_class": cond_dropout > 0}
         self.net = GatedPixelCNN(**net)
         if compile:
             self.net.compile()
@@ -61,7 +70,11 @@ class PixelCNNModule(L.LightningModule):
 
     def _shared_step(self, batch: dict, stage: str) -> torch.Tensor:
         indices = batch["indices"]
-        logits = self(indices, batch.get("label"))
+        labels = batch.get("label")
+        if stage == "train" and self.net.null_class and labels is not None:
+            dropped = torch.rand(labels.shape, device=labels.device) < self.hparams.cond_dropout
+            labels = labels.masked_fill(dropped, self.net.null_label)
+        logits = self(indices, labels)
         # (B, K, H, W) logits straight into cross-entropy: no (B*H*W, K) copy (autocast runs it in float32)
         loss = F.cross_entropy(logits, indices)
         on_step = stage == "train"
