@@ -16,7 +16,6 @@ from clihelpers import compose_config
 from PIL import Image
 
 from lesion_lightning.data.indices import IndexDataset
-from lesion_lightning.encode import build_datamodule
 from lesion_lightning.metrics.likelihood import (
     baseline_nll,
     bits_per_dim,
@@ -26,8 +25,8 @@ from lesion_lightning.metrics.likelihood import (
 )
 from lesion_lightning.metrics.prior import marginal_bits_per_dim, model_bits_per_dim, position_log_probs
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
+from lesion_lightning.modules.checkpoints import build_datamodule, load_pixelcnn
 from lesion_lightning.score import score
-from lesion_lightning.modules.checkpoints import load_pixelcnn
 
 K = 7
 
