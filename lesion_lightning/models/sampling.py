@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
+from lesion_lightning.utils.precision import ieee_float32
 
 ProgressFn = Callable[[int, int], None]
 
@@ -117,6 +118,7 @@ def naive_step(
     return draw(logits, u, temperature)
 
 
+@ieee_float32()  # logits in IEEE float32 whatever the global TF32 setting
 @torch.no_grad()
 def sample_naive(
     model: GatedPixelCNN,
@@ -312,6 +314,7 @@ def _cached_run(
     return grid
 
 
+@ieee_float32()  # logits in IEEE float32 whatever the global TF32 setting
 @torch.no_grad()
 def sample_cached(
     model: GatedPixelCNN,
@@ -337,6 +340,7 @@ def sample_cached(
     return grid.clone()
 
 
+@ieee_float32()  # logits in IEEE float32 whatever the global TF32 setting
 @torch.no_grad()
 def cached_logits_for_grid(
     model: GatedPixelCNN, indices: torch.Tensor, labels: torch.Tensor | None = None
