@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torchvision.utils import make_grid
@@ -20,13 +21,23 @@ from tqdm.auto import tqdm
 
 from lesion_lightning.utils.checkpoints import check_pair, fingerprint, load_pixelcnn, load_vqvae
 from lesion_lightning.utils.io import atomic_write_json, save_png
+from lesion_lightning.utils.labels import sample_labels
 from lesion_lightning.utils.runtime import pick_device, publish_dir
 
 log = logging.getLogger(__name__)
 
 
-def resolve_label(pixelcnn, label: str | int | None, n: int, device: torch.device) -> torch.Tensor | None:
-    """Class name (or index) -> (n,) labels; unconditional priors take none, conditional ones cycle classes."""
+def resolve_label(
+    pixelcnn,
+    label: str | int | None,
+    n: int,
+    device: torch.device,
+    distribution: str = "uniform",
+    seed: int = 0,
+    record: dict | None = None,
+) -> torch.Tensor | None:
+    """Class name (or index) -> (n,) labels; unconditional priors take none, conditional ones draw
+    from `distribution` (train | uniform | a class; see utils.labels), described into `record`."""
     names = list(pixelcnn.hparams.get("class_names") or [])
     if not pixelcnn.conditional:
         if label is not None:
@@ -35,8 +46,13 @@ def resolve_label(pixelcnn, label: str | int | None, n: int, device: torch.devic
                 "model.net.num_classes=0); drop `label` or train a conditional prior"
             )
         return None
-    if label is None:  # a mix of every class, in turn
-        return torch.arange(n, device=device) % pixelcnn.net.num_classes
+    if label is None:
+        drawn, how = sample_labels(
+            distribution, names, pixelcnn.net.num_classes, n, seed, pixelcnn.hparams.get("index_dataset")
+        )
+        if record is not None:
+            record.update(how)
+        return torch.from_numpy(drawn).to(device)
     if isinstance(label, str) and label in names:
         idx = names.index(label)
     elif isinstance(label, int) and 0 <= label < pixelcnn.net.num_classes:
@@ -106,7 +122,16 @@ def sample(cfg: DictConfig) -> Path:
             f"pixelcnn_ckpt={cfg.pixelcnn_ckpt} records no grid size; retrain it with data=indices"
         )
     h, w = pixelcnn.hparams.grid_size
-    labels_all = resolve_label(pixelcnn, cfg.label, cfg.num_samples, device)
+    label_record: dict = {}
+    labels_all = resolve_label(
+        pixelcnn,
+        cfg.label,
+        cfg.num_samples,
+        device,
+        cfg.get("label_distribution", "train"),
+        int(cfg.seed),
+        label_record,
+    )
     names = list(pixelcnn.hparams.get("class_names") or [])
 
     batch_size = (
@@ -116,7 +141,7 @@ def sample(cfg: DictConfig) -> Path:
     )
     out_dir = Path(cfg.out_dir)
     num_batches = math.ceil(cfg.num_samples / batch_size)
-    files, images, sample_labels = [], [], []
+    files, images, grid_list, label_names = [], [], [], []
     start = time.perf_counter()
     with (
         publish_dir(out_dir, overwrite=cfg.overwrite, what="samples") as tmp,
@@ -141,10 +166,13 @@ def sample(cfg: DictConfig) -> Path:
             )
             for i, image in enumerate(batch_images):
                 files.append(save_png(image, tmp / f"sample_{lo + i:04d}.png").name)
-                sample_labels.append(names[int(labels[i])] if labels is not None and names else None)
+                label_names.append(names[int(labels[i])] if labels is not None and names else None)
             images.append(batch_images)
+            grid_list.append(grids.cpu())
         seconds = time.perf_counter() - start
         images_t = torch.cat(images)
+        # the sampled code grids, for the memorization check against the train split's grids
+        np.save(tmp / "indices.npy", torch.cat(grid_list).numpy().astype(np.uint16))
         save_png(make_grid(images_t, nrow=min(8, len(images_t)), padding=2, pad_value=1.0), tmp / "grid.png")
         atomic_write_json(
             tmp / "samples.json",
@@ -160,7 +188,10 @@ def sample(cfg: DictConfig) -> Path:
                 "seconds": seconds,
                 "seconds_per_image": seconds / cfg.num_samples,
                 "files": files,
-                "labels": sample_labels,
+                "labels": label_names,
+                "label_indices": labels_all.tolist() if labels_all is not None else None,
+                **label_record,
+                "indices": "indices.npy",
             },
         )
     print(
