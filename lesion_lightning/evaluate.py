@@ -298,6 +298,10 @@ def flat_metrics(results: dict, split: str = "test") -> dict[str, float]:
                 and all(isinstance(v, float) for v in interval)
             ):
                 flat[f"{split}/{key}_ci_low"], flat[f"{split}/{key}_ci_high"] = interval
+    for name, stats in ((results.get("generation") or {}).get("per_class") or {}).items():
+        for key in ("fid", "kid", "n_generated", "n_real"):
+            if isinstance(stats.get(key), int | float):
+                flat[f"{split}/{key}/{name}"] = float(stats[key])
     for space in ("code_space", "feature_space"):
         mem = (results.get("memorization") or {}).get(space) or {}
         if isinstance(mem.get("memorized_fraction"), float):

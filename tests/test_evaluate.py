@@ -196,6 +196,9 @@ def test_generation_computed_with_a_stand_in_extractor(chain, tmp_path):
     assert results["metrics"]["test/n_generated"] == NUM_SAMPLES
     # class-conditional samples: FID per class, against that class's real images
     assert set(gen["per_class"]) == set(build_datamodule(chain["vqvae"]).class_names)
+    for name, stats in gen["per_class"].items():
+        if "fid" in stats:
+            assert results["metrics"][f"test/fid/{name}"] == stats["fid"]
     memorization = results["memorization"]
     for space in ("code_space", "feature_space"):
         assert 0 <= memorization[space]["memorized_fraction"] <= 1
