@@ -3,7 +3,8 @@
 Sections, each computed when its inputs are given (else recorded as {"skipped": why}):
   reconstruction  VQ-VAE on the split: MSE, PSNR, SSIM, codebook usage and perplexity; reconstructions.png
   prior           PixelCNN bits/dim on the index dataset, next to a per-position marginal baseline
-  generation      FID / KID between the samples and real images of the split
+  generation      FID / KID (95 % bootstrap intervals, n, extractor), precision / recall, per class
+  memorization    nearest training image of every sample (code space always, feature space if any)
 Results go to `metrics.json` in out_dir, a console table, and the `logger` group (null by default;
 logger=wandb|csv|tensorboard as for training, W&B offline without credentials).
 """
@@ -19,21 +20,21 @@ import hydra
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchvision.utils import make_grid
 
 from lesion_lightning.data.indices import MANIFEST, IndexDataset, read_manifest
 from lesion_lightning.metrics.codebook import CodebookUsage
+from lesion_lightning.metrics.distribution import reliability_label
 from lesion_lightning.metrics.generation import (
     GenerationUnavailable,
     build_inception,
-    extract_features,
-    fid_kid,
-    read_images,
     sample_files,
 )
-from lesion_lightning.metrics.prior import marginal_bits_per_dim, model_bits_per_dim
+from lesion_lightning.metrics.prior import marginal_bits_per_grid, model_bits_per_grid
+from lesion_lightning.metrics.sample_quality import generation_metrics, memorization_metrics
+from lesion_lightning.metrics.stats import mean_interval, per_image_psnr, with_interval
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.utils.instantiate import instantiate_loggers
 from lesion_lightning.utils.io import atomic_write_json, save_png
@@ -42,30 +43,57 @@ from lesion_lightning.utils.wandb_utils import finish_wandb
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("reconstruction", "prior", "generation")
-# section key -> flat metric name (logged as `{split}/<name>`, like the training stages' test metrics)
+SECTIONS = ("reconstruction", "prior", "generation", "memorization")
+# section key -> flat metric name (logged as `{split}/<name>`, like the training stages' test metrics);
+# a `<name>_ci` interval beside a value is logged as `<name>_ci_low` / `<name>_ci_high`
 FLAT_KEYS = {
-    "reconstruction": ("mse", "psnr", "ssim", "codebook_usage", "perplexity"),
-    "prior": ("bits_per_dim", "marginal_bits_per_dim"),
-    "generation": ("fid", "kid_mean", "kid_std"),
+    "reconstruction": ("mse", "psnr", "ssim", "codebook_usage", "perplexity", "num_images"),
+    "prior": (
+        "bits_per_dim",
+        "bits_per_image",
+        "marginal_bits_per_dim",
+        "marginal_bits_per_image",
+        "num_grids",
+    ),
+    "generation": (
+        "fid",
+        "kid",
+        "kid_mean",
+        "kid_std",
+        "precision",
+        "recall",
+        "n_generated",
+        "n_real",
+        "num_features",
+        "reliable",
+    ),
 }
 
 
 # ---------------------------------------------------------------------------------------------- reconstruction
 @torch.no_grad()
 def reconstruction_metrics(
-    vqvae, dataset, batch_size: int, device: torch.device, num_workers: int = 0, num_images: int = 8
+    vqvae,
+    dataset,
+    batch_size: int,
+    device: torch.device,
+    num_workers: int = 0,
+    num_images: int = 8,
+    num_bootstrap: int = 1000,
+    seed: int = 0,
 ) -> tuple[dict, torch.Tensor | None]:
-    """MSE / PSNR / SSIM of clamped reconstructions and codebook usage over the whole dataset.
+    """MSE / PSNR / SSIM (means of per-image values) of clamped reconstructions and codebook usage
+    over the whole dataset, with 95 % bootstrap intervals over its images.
 
     Returns the section dict and a picture (originals row above reconstructions row), or None.
     """
     if len(dataset) == 0:
         return {"skipped": "the split holds no images"}, None
-    psnr = PeakSignalNoiseRatio(data_range=1.0).to(device)
-    ssim = StructuralSimilarityIndexMeasure(data_range=1.0).to(device)
+    # per image: PSNR is the mean over images of 10 log10(1 / MSE_i), not the PSNR of the pooled MSE
+    psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)).to(device)
+    ssim = StructuralSimilarityIndexMeasure(data_range=1.0, reduction="none").to(device)
     usage = CodebookUsage(vqvae.net.codebook_size).to(device)
-    squared_error, num_values = 0.0, 0
+    squared_error, num_values, image_mse = 0.0, 0, []
     originals, recons = [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for batch in loader:
@@ -74,6 +102,7 @@ def reconstruction_metrics(
         recon = out.recon.float().clamp(0, 1)  # images live in [0, 1]; score what a viewer would see
         squared_error += float((recon - x).square().sum(dtype=torch.float64))
         num_values += x.numel()
+        image_mse.append((recon - x).double().square().flatten(1).mean(1).cpu())
         psnr.update(recon, x)
         ssim.update(recon, x)
         usage.update(out.indices)
@@ -82,15 +111,21 @@ def reconstruction_metrics(
             originals.append(x[: num_images - kept].cpu())
             recons.append(recon[: num_images - kept].cpu())
     stats = usage.compute()
+    mse_i = torch.cat(image_mse).numpy()
+    ssim_i = ssim.compute().double().cpu().numpy().reshape(-1)
     section = {
         "num_images": len(dataset),
         "mse": squared_error / num_values,
         "psnr": float(psnr.compute()),
-        "ssim": float(ssim.compute()),
+        "ssim": float(ssim_i.mean()),
         "codebook_usage": float(stats["codebook_usage"]),
         "perplexity": float(stats["perplexity"]),
         "codebook_size": int(vqvae.net.codebook_size),
     }
+    # 95 % intervals: bootstrap over the split's images (the point values stay the torchmetrics ones)
+    for key, values in (("mse", mse_i), ("psnr", per_image_psnr(mse_i)), ("ssim", ssim_i)):
+        interval = mean_interval(values, num_bootstrap, seed)
+        section[f"{key}_ci"] = [interval["ci_low"], interval["ci_high"]]
     picture = None
     if originals:
         top, bottom = torch.cat(originals), torch.cat(recons)
@@ -144,19 +179,31 @@ def prior_section(
                 f"pixelcnn_ckpt={cfg.pixelcnn_ckpt} models {list(prior.grid_size)} grids of "
                 f"{prior.num_codes} codes, but {index_dir} holds {grid} grids of {num_codes}"
             )
-        section["bits_per_dim"] = model_bits_per_dim(pixelcnn, test, cfg.batch_size, device, cfg.num_workers)
+        per_grid = model_bits_per_grid(pixelcnn, test, cfg.batch_size, device, cfg.num_workers)
+        _bits_with_intervals(section, "bits", per_grid, grid, cfg)
     else:
         notes.append("no pixelcnn_ckpt: only the marginal baseline")
     if manifest["splits"].get("train", 0) > 0:
         train = IndexDataset(index_dir, "train")
-        section["marginal_bits_per_dim"] = marginal_bits_per_dim(
+        per_grid = marginal_bits_per_grid(
             train.indices, test.indices, num_codes, alpha=cfg.eval.marginal_smoothing
         )
+        _bits_with_intervals(section, "marginal_bits", per_grid, grid, cfg)
     else:
         notes.append("no train split in the index dataset: marginal baseline not computed")
     if notes:
         section["notes"] = notes
     return section
+
+
+def _bits_with_intervals(section: dict, prefix: str, per_grid, grid: list[int], cfg: DictConfig) -> None:
+    """`{prefix}_per_dim` and `{prefix}_per_image` (= bits/dim x H x W: comparable across grid sizes)
+    with 95 % bootstrap intervals over the split's grids."""
+    interval = mean_interval(per_grid, int(cfg.eval.get("bootstrap", 1000)), int(cfg.seed))
+    with_interval(section, f"{prefix}_per_dim", interval)
+    positions = math.prod(grid)
+    per_image = {k: v * positions if k != "n" else v for k, v in interval.items()}
+    with_interval(section, f"{prefix}_per_image", per_image)
 
 
 # -------------------------------------------------------------------------------------------------- generation
@@ -176,8 +223,16 @@ def _feature_extractor(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.
     return module.to(device), f"inception-v3-compat/{cfg.eval.fid_feature}"
 
 
-def generation_section(cfg: DictConfig, real_dataset, vqvae_fingerprint: str, device: torch.device) -> dict:
-    """FID / KID between samples_dir's PNGs and the first eval.max_real images of the split."""
+def generation_section(
+    cfg: DictConfig,
+    real_dataset,
+    vqvae_fingerprint: str,
+    device: torch.device,
+    class_names: list[str] | None = None,
+    cache: dict | None = None,
+) -> dict:
+    """FID / KID / precision / recall between samples_dir's PNGs and a seeded random eval.max_real
+    images of the split (all of it when null), overall and per class; see metrics.sample_quality."""
     if not cfg.samples_dir:
         return {"skipped": "no samples_dir given: pass samples_dir=<sample run dir>/samples"}
     files = sample_files(cfg.samples_dir)
@@ -189,31 +244,54 @@ def generation_section(cfg: DictConfig, real_dataset, vqvae_fingerprint: str, de
                 f"mismatched samples: {cfg.samples_dir} was decoded by another VQ-VAE than "
                 f"vqvae_ckpt={cfg.vqvae_ckpt} (see {meta_path}); pass the matching pair"
             )
-    num_real = min(int(cfg.eval.max_real), len(real_dataset))
     try:
         extractor, name = _feature_extractor(cfg, device)
-        fake = extract_features(extractor, read_images(files, cfg.batch_size), device)
-        size = tuple(next(read_images(files[:1], 1)).shape[-2:])
-        loader = DataLoader(
-            Subset(real_dataset, range(num_real)),
+        return generation_metrics(
+            extractor,
+            name,
+            files,
+            real_dataset,
+            list(class_names or []),
+            cfg.eval,
+            samples_dir=cfg.samples_dir,
             batch_size=cfg.batch_size,
-            shuffle=False,
             num_workers=cfg.num_workers,
+            seed=int(cfg.seed),
+            device=device,
+            cache=cache,
         )
-        # real images resized (if needed) to the samples' size, so both sides see the same resolution
-        real = extract_features(extractor, (b["image"] for b in loader), device, size=size)
-        scores = fid_kid(real, fake, int(cfg.eval.kid_subset_size), int(cfg.eval.kid_subsets), int(cfg.seed))
     except GenerationUnavailable as err:
         log.warning("FID/KID skipped: %s", err)
         return {"skipped": str(err)}
-    return {
-        **scores,
-        "num_real": num_real,
-        "num_generated": len(files),
-        "image_size": list(size),
-        "feature_extractor": name,
-        "samples_dir": str(cfg.samples_dir),
-    }
+
+
+def memorization_section(
+    cfg: DictConfig,
+    dm,
+    prior: PriorCheckpoint | None,
+    out_dir: Path,
+    device: torch.device,
+    cache: dict | None = None,
+) -> dict:
+    """Nearest training image of every sample (metrics.memorization); needs samples_dir and the index dataset."""
+    if not cfg.samples_dir:
+        return {"skipped": "no samples_dir given: pass samples_dir=<sample run dir>/samples"}
+    index_dir = cfg.index_dir or (prior.index_dataset if prior is not None else None)
+    if not index_dir or not (Path(index_dir) / MANIFEST).is_file():
+        return {"skipped": "no index dataset: pass index_dir=<encode output> (or pixelcnn_ckpt=PATH)"}
+    return memorization_metrics(
+        cfg.samples_dir,
+        index_dir,
+        cfg.split,
+        dm.split_dataset("train", augment=False),
+        cfg.eval,
+        out_dir,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        seed=int(cfg.seed),
+        device=device,
+        cache=cache,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------- outputs
@@ -225,6 +303,24 @@ def flat_metrics(results: dict, split: str = "test") -> dict[str, float]:
             value = (results.get(section) or {}).get(key)
             if isinstance(value, int | float):
                 flat[f"{split}/{key}"] = float(value)
+            interval = (results.get(section) or {}).get(f"{key}_ci")
+            if (
+                isinstance(interval, list)
+                and len(interval) == 2
+                and all(isinstance(v, float) for v in interval)
+            ):
+                flat[f"{split}/{key}_ci_low"], flat[f"{split}/{key}_ci_high"] = interval
+    for name, stats in ((results.get("generation") or {}).get("per_class") or {}).items():
+        for key in ("fid", "kid", "n_generated", "n_real"):
+            if isinstance(stats.get(key), int | float):
+                flat[f"{split}/{key}/{name}"] = float(stats[key])
+    for space in ("code_space", "feature_space"):
+        mem = (results.get("memorization") or {}).get(space) or {}
+        if isinstance(mem.get("memorized_fraction"), float):
+            flat[f"{split}/memorized_fraction_{space}"] = mem["memorized_fraction"]
+            low, high = mem["memorized_fraction_ci"]
+            flat[f"{split}/memorized_fraction_{space}_ci_low"] = low
+            flat[f"{split}/memorized_fraction_{space}_ci_high"] = high
     return flat
 
 
@@ -232,7 +328,15 @@ def format_table(results: dict, split: str = "test") -> str:
     lines = [f"{'metric':<32} value"]
     flat = flat_metrics(results, split)
     for name, value in flat.items():
-        lines.append(f"{name:<32} {value:.4g}")
+        if name.endswith(("_ci_low", "_ci_high")):
+            continue
+        interval = ""
+        if f"{name}_ci_low" in flat:
+            interval = f"  95% CI [{flat[f'{name}_ci_low']:.4g}, {flat[f'{name}_ci_high']:.4g}]"
+        lines.append(f"{name:<32} {value:.4g}{interval}")
+    generation = results.get("generation") or {}
+    if "fid" in generation:
+        lines.append(f"{'generation':<32} {reliability_label(generation)}")
     for section in SECTIONS:
         skipped = (results.get(section) or {}).get("skipped")
         if skipped:
@@ -266,6 +370,18 @@ def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:
                         [str(picture)],
                         caption=["top: originals, bottom: reconstructions"],
                     )
+                memorization = out_dir / "memorization.png"
+                if memorization.is_file():
+                    logger.log_image(
+                        f"{cfg.split}/memorization",
+                        [str(memorization)],
+                        caption=["top: samples closest to a training image (code space), bottom: that image"],
+                    )
+                generation = results.get("generation") or {}
+                if generation.get("feature_extractor"):  # which features every FID/KID/P/R came from
+                    logger.experiment.summary[f"{cfg.split}/feature_extractor"] = generation[
+                        "feature_extractor"
+                    ]
                 for section in SECTIONS:
                     if (results.get(section) or {}).get("skipped"):
                         logger.experiment.summary[f"{cfg.split}/{section}_skipped"] = results[section][
@@ -304,12 +420,23 @@ def evaluate(cfg: DictConfig) -> dict:
     }
     log.info("Reconstruction metrics on %d %s images", len(real_dataset), cfg.split)
     results["reconstruction"], picture = reconstruction_metrics(
-        vqvae, real_dataset, cfg.batch_size, device, cfg.num_workers, int(cfg.eval.num_reconstructions)
+        vqvae,
+        real_dataset,
+        cfg.batch_size,
+        device,
+        cfg.num_workers,
+        int(cfg.eval.num_reconstructions),
+        int(cfg.eval.get("bootstrap", 1000)),
+        int(cfg.seed),
     )
     if picture is not None:
         save_png(picture, out_dir / "reconstructions.png")
     results["prior"] = prior_section(cfg, pixelcnn, vqvae_fingerprint, device, prior)
-    results["generation"] = generation_section(cfg, real_dataset, vqvae_fingerprint, device)
+    features: dict = {}  # generation's features, reused by memorization's feature space
+    results["generation"] = generation_section(
+        cfg, real_dataset, vqvae_fingerprint, device, list(dm.class_names), features
+    )
+    results["memorization"] = memorization_section(cfg, dm, prior, out_dir, device, features)
     results["metrics"] = flat_metrics(results, cfg.split)
     results["settings"] = _settings(cfg)
     atomic_write_json(out_dir / "metrics.json", results)

@@ -1,9 +1,11 @@
 """Sweep report: `python -m lesion_lightning.report SWEEP_DIR` -> SWEEP_DIR/report.md + metrics_vs_grid.png.
 
 Finds every `pipeline.json` below SWEEP_DIR (one per grid size; a multirun has one per job folder) and
-summarises each run in one table row: reconstruction quality, codebook usage, prior bits/dim against
-the marginal baseline, FID/KID, and time per stage; then the pictures side by side and a plot of the
-metrics against the grid size. Whatever a run lacks (a stage not done, no metrics.json) shows as "—"
+summarises each run in one table row: reconstruction quality, codebook usage, prior bits/dim and bits
+per image against the marginal baseline, FID/KID, and time per stage, each test metric with its 95 %
+interval; a generation table gives n, feature extractor, precision/recall and the memorization check
+(FIDs from fewer than 2,048 samples are flagged unreliable); then the pictures side by side and a plot
+of the metrics against the grid size. Whatever a run lacks (a stage not done, no metrics.json) shows as "—"
 with a note saying why; the report never fails on a partial sweep.
 """
 
@@ -17,6 +19,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.utils.io import atomic_write_text
 
 PIPELINE = "pipeline.json"
@@ -24,6 +27,7 @@ STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate")
 # where the pipeline puts each stage's outputs, relative to a run folder
 METRICS = Path("evaluate/metrics.json")
 RECONSTRUCTIONS = Path("evaluate/reconstructions.png")
+MEMORIZATION = Path("evaluate/memorization.png")
 SAMPLES_JSON = Path("sample/samples/samples.json")
 SAMPLES_GRID = Path("sample/samples/grid.png")
 PLOT = "metrics_vs_grid.png"
@@ -49,6 +53,13 @@ def _read_json(path: Path, what: str, notes: list[str]) -> dict | None:
 def _number(section: dict | None, key: str) -> float | None:
     value = (section or {}).get(key)
     return float(value) if isinstance(value, int | float) and math.isfinite(value) else None
+
+
+def _interval(section: dict | None, key: str) -> tuple[float, float] | None:
+    value = (section or {}).get(f"{key}_ci")
+    if isinstance(value, list) and len(value) == 2 and all(_number({"v": v}, "v") is not None for v in value):
+        return (float(value[0]), float(value[1]))
+    return None
 
 
 def _grid_value(grid) -> int | None:
@@ -97,9 +108,43 @@ def collect_run(pipeline_path: Path) -> dict:
     recon = (metrics or {}).get("reconstruction") or {}
     prior = (metrics or {}).get("prior") or {}
     generation = (metrics or {}).get("generation") or {}
-    for name, section in (("reconstruction", recon), ("prior", prior), ("generation", generation)):
+    memorization = (metrics or {}).get("memorization") or {}
+    for name, section in (
+        ("reconstruction", recon),
+        ("prior", prior),
+        ("generation", generation),
+        ("memorization", memorization),
+    ):
         if metrics is not None and section.get("skipped"):
             notes.append(f"{name} metrics skipped: {section['skipped']}")
+    intervals = {
+        key: _interval(section, key)
+        for section, keys in (
+            (recon, ("psnr", "ssim")),
+            (prior, ("bits_per_dim", "bits_per_image", "marginal_bits_per_dim", "marginal_bits_per_image")),
+            (generation, ("fid", "kid")),
+        )
+        for key in keys
+    }
+    memorized = {}
+    for space in ("code_space", "feature_space"):
+        mem = memorization.get(space) or {}
+        memorized[space] = (
+            {
+                "value": _number(mem, "memorized_fraction"),
+                "ci": _interval(mem, "memorized_fraction"),
+                "n_generated": mem.get("n_generated"),
+                "n_test": mem.get("n_test"),
+                "percentile": mem.get("percentile"),
+            }
+            if _number(mem, "memorized_fraction") is not None
+            else None
+        )
+    per_class = {
+        name: stats
+        for name, stats in (generation.get("per_class") or {}).items()
+        if isinstance(stats, dict) and _number(stats, "fid") is not None
+    }
     return {
         "run_dir": run_dir,
         "group": pipeline.get("group"),
@@ -113,13 +158,26 @@ def collect_run(pipeline_path: Path) -> dict:
         "perplexity": _number(recon, "perplexity"),
         "bits_per_dim": _number(prior, "bits_per_dim"),
         "marginal_bits_per_dim": _number(prior, "marginal_bits_per_dim"),
+        "bits_per_image": _number(prior, "bits_per_image"),
+        "marginal_bits_per_image": _number(prior, "marginal_bits_per_image"),
         "fid": _number(generation, "fid"),
+        "kid": _number(generation, "kid"),
         "kid_mean": _number(generation, "kid_mean"),
         "kid_std": _number(generation, "kid_std"),
+        "precision": _number(generation, "precision"),
+        "recall": _number(generation, "recall"),
+        "prc_k": generation.get("prc_k"),
+        "n_generated": generation.get("n_generated", generation.get("num_generated")),
+        "n_real": generation.get("n_real", generation.get("num_real")),
+        "feature_extractor": generation.get("feature_extractor"),
+        "per_class": per_class,
+        "intervals": intervals,
+        "memorized": memorized,
         "generation_skipped": bool(generation.get("skipped")),
         "seconds_per_image": _number(samples, "seconds_per_image"),
         "reconstructions": run_dir / RECONSTRUCTIONS if (run_dir / RECONSTRUCTIONS).is_file() else None,
         "samples_grid": run_dir / SAMPLES_GRID if (run_dir / SAMPLES_GRID).is_file() else None,
+        "memorization_picture": run_dir / MEMORIZATION if (run_dir / MEMORIZATION).is_file() else None,
         "notes": notes,
     }
 
@@ -127,6 +185,50 @@ def collect_run(pipeline_path: Path) -> dict:
 # ------------------------------------------------------------------------------------------------ formatting
 def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
     return DASH if value is None else f"{value:{spec}}{suffix}"
+
+
+def _with_ci(value: float | None, interval: tuple[float, float] | None, spec: str) -> str:
+    """'27.25 [26.90, 27.61]': the value and its 95 % interval (value alone where none was computed)."""
+    if value is None:
+        return DASH
+    text = f"{value:{spec}}"
+    return text + (f" [{interval[0]:{spec}}, {interval[1]:{spec}}]" if interval else "")
+
+
+def _unreliable(n) -> str:
+    """A prefix flagging set metrics from too few samples, so they are never read as a bare number."""
+    if not isinstance(n, int):
+        return "unreliable (n not recorded): "
+    return f"unreliable (n={n} < {RELIABLE_N}): " if n < RELIABLE_N else ""
+
+
+def _fid_cell(run: dict) -> str:
+    if run["fid"] is None:
+        return "skipped" if run["generation_skipped"] else DASH
+    return _unreliable(run["n_generated"]) + _with_ci(run["fid"], run["intervals"]["fid"], ".2f")
+
+
+def _kid_cell(run: dict) -> str:
+    if run["fid"] is None:
+        return "skipped" if run["generation_skipped"] else DASH
+    if run["kid"] is not None:  # full-set unbiased MMD^2 with its bootstrap interval
+        return _unreliable(run["n_generated"]) + _with_ci(run["kid"], run["intervals"]["kid"], ".4f")
+    # older metrics.json: torchmetrics' subset mean +- std
+    return (
+        _unreliable(run["n_generated"])
+        + _fmt(run["kid_mean"], ".4f")
+        + (f" ± {run['kid_std']:.4f}" if run["kid_std"] is not None else "")
+    )
+
+
+def _memorized_cell(mem: dict | None) -> str:
+    if mem is None:
+        return DASH
+    low, high = mem["ci"] or (None, None)
+    text = f"{mem['value']:.1%}"
+    if low is not None:
+        text += f" [{low:.1%}, {high:.1%}]"
+    return text + f" of {mem['n_generated']}"
 
 
 def _duration(seconds: float | None) -> str:
@@ -163,24 +265,20 @@ def _row(run: dict, base: Path) -> list[str]:
         usage = f"{run['codebook_usage']:.0%}"
         if run["perplexity"] is not None:
             usage += f" (ppl {run['perplexity']:.1f})"
-    if run["fid"] is not None:
-        fid = f"{run['fid']:.2f}"
-        kid = _fmt(run["kid_mean"], ".4f") + (
-            f" ± {run['kid_std']:.4f}" if run["kid_std"] is not None else ""
-        )
-    else:
-        fid = kid = "skipped" if run["generation_skipped"] else DASH
+    ci = run["intervals"]
     stages = run["stages"]
     return [
         _grid_label(run["grid"]),
         f"[{_rel(run['run_dir'], base)}]({_rel(run['run_dir'], base)})",
-        _fmt(run["psnr"], ".2f"),
-        _fmt(run["ssim"], ".3f"),
+        _with_ci(run["psnr"], ci["psnr"], ".2f"),
+        _with_ci(run["ssim"], ci["ssim"], ".3f"),
         usage,
-        _fmt(run["bits_per_dim"], ".3f"),
-        _fmt(run["marginal_bits_per_dim"], ".3f"),
-        fid,
-        kid,
+        _with_ci(run["bits_per_dim"], ci["bits_per_dim"], ".3f"),
+        _with_ci(run["bits_per_image"], ci["bits_per_image"], ".0f"),
+        _with_ci(run["marginal_bits_per_dim"], ci["marginal_bits_per_dim"], ".3f"),
+        _with_ci(run["marginal_bits_per_image"], ci["marginal_bits_per_image"], ".0f"),
+        _fid_cell(run),
+        _kid_cell(run),
         _duration(stages["vqvae"]["seconds"] if stages["vqvae"]["status"] == "done" else None),
         _duration(stages["pixelcnn"]["seconds"] if stages["pixelcnn"]["status"] == "done" else None),
         _fmt(run["seconds_per_image"], ".3g", " s"),
@@ -200,8 +298,13 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
         f"# Sweep report: {sweep_dir.name}",
         "",
         f"{len(runs)} run(s) below `{sweep_dir}`, generated {now}. "
-        "Metrics on the test split; bits/dim per grid position (lower is better; the marginal "
-        "baseline uses only per-position code frequencies from the train split).",
+        "Metrics on the test split, each followed by its 95 % interval in brackets (bootstrap over test "
+        "images; for FID/KID over resampled generated sets). PSNR is the mean over images of "
+        "10·log10(1/MSE_i). Bits/dim is per grid position and not comparable across grid sizes; bits "
+        "per image = bits/dim × H × W is (lower is better; the marginal baseline uses only per-position "
+        "code frequencies from the train split). FID/KID from fewer than "
+        f"{RELIABLE_N} generated images are marked unreliable; n and the feature extractor are in the "
+        "generation table.",
         "",
     ]
     header = [
@@ -211,7 +314,9 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
         "SSIM",
         "codebook usage",
         "prior bits/dim",
+        "prior bits/image",
         "marginal bits/dim",
+        "marginal bits/image",
         "FID",
         "KID",
         "VQ-VAE train",
@@ -219,6 +324,7 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
         "sampling / image",
     ]
     lines += _table(header, [_row(r, base) for r in runs])
+    lines += _generation_tables(runs)
 
     lines += ["", "## Stages", ""]
     stage_rows = []
@@ -241,12 +347,13 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
         "",
     ]
     lines += _table(
-        ["grid", "reconstructions", "samples"],
+        ["grid", "reconstructions", "samples", "closest to training (code space)"],
         [
             [
                 _grid_label(r["grid"]),
                 _link(r["reconstructions"], base, f"{_grid_label(r['grid'])} reconstructions"),
                 _link(r["samples_grid"], base, f"{_grid_label(r['grid'])} samples"),
+                _link(r["memorization_picture"], base, f"{_grid_label(r['grid'])} memorization"),
             ]
             for r in runs
         ],
@@ -265,9 +372,80 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
     return "\n".join(lines) + "\n"
 
 
+def _generation_tables(runs: list[dict]) -> list[str]:
+    """n, extractor, precision/recall and memorization per run; FID/KID per class when conditional."""
+    lines = [
+        "",
+        "## Generation",
+        "",
+        "FID/KID/precision/recall compare the generated set with real test images on the named features; "
+        "precision (fidelity) and recall (diversity) use k-nearest-neighbour balls (Kynkäänniemi et al. "
+        "2019). Memorized: the share of samples nearer to a training image than the 1st percentile of "
+        "real test images' nearest-training distances (about 1 % for a generator that does not copy), "
+        "in code space (Hamming distance between code grids) and in feature space.",
+        "",
+    ]
+    rows = []
+    for r in runs:
+        n = "—" if r["n_generated"] is None else f"{r['n_generated']} / {r['n_real']}"
+        rows.append(
+            [
+                _grid_label(r["grid"]),
+                n,
+                r["feature_extractor"] or DASH,
+                _fid_cell(r),
+                _kid_cell(r),
+                _fmt(r["precision"], ".3f") + (f" (k={r['prc_k']})" if r["precision"] is not None else ""),
+                _fmt(r["recall"], ".3f"),
+                _memorized_cell(r["memorized"]["code_space"]),
+                _memorized_cell(r["memorized"]["feature_space"]),
+            ]
+        )
+    lines += _table(
+        [
+            "grid",
+            "n generated / real",
+            "feature extractor",
+            "FID",
+            "KID",
+            "precision",
+            "recall",
+            "memorized (code space)",
+            "memorized (features)",
+        ],
+        rows,
+    )
+    class_rows = [
+        [
+            _grid_label(r["grid"]),
+            name,
+            f"{stats.get('n_generated')} / {stats.get('n_real')}",
+            _unreliable(stats.get("n_generated")) + _with_ci(stats["fid"], _interval(stats, "fid"), ".2f"),
+            _with_ci(_number(stats, "kid"), _interval(stats, "kid"), ".4f"),
+            _fmt(_number(stats, "precision"), ".3f"),
+            _fmt(_number(stats, "recall"), ".3f"),
+        ]
+        for r in runs
+        for name, stats in r["per_class"].items()
+    ]
+    if class_rows:
+        lines += [
+            "",
+            "### Per class",
+            "",
+            "Each class's samples against the real test images of that class.",
+            "",
+        ]
+        lines += _table(
+            ["grid", "class", "n generated / real", "FID", "KID", "precision", "recall"], class_rows
+        )
+    return lines
+
+
 # ------------------------------------------------------------------------------------------------------ plot
 def plot_metrics(runs: list[dict], path: Path) -> Path:
-    """PSNR, bits/dim (prior and marginal baseline) and FID against the grid size, written atomically."""
+    """PSNR, bits/dim, bits per image (prior and marginal baseline), FID and the memorized fraction
+    against the grid size, with 95 % intervals as error bars, written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,21 +453,54 @@ def plot_metrics(runs: list[dict], path: Path) -> Path:
 
     runs = [r for r in runs if r["grid_value"] is not None]
     grids = sorted({r["grid_value"] for r in runs})
+    extractors = sorted(
+        {r["feature_extractor"] for r in runs if r["fid"] is not None and r["feature_extractor"]}
+    )
+    n_gen = sorted(
+        {r["n_generated"] for r in runs if r["fid"] is not None and isinstance(r["n_generated"], int)}
+    )
+    fid_note = ""
+    if extractors or n_gen:
+        fid_note = (
+            f"\n{', '.join(e.rsplit('.', 1)[-1] for e in extractors)}; n gen={','.join(map(str, n_gen))}"
+        )
+        if any(n < RELIABLE_N for n in n_gen):
+            fid_note += f" (<{RELIABLE_N}: unreliable)"
     panels = [
-        ("reconstruction PSNR (dB)", [("psnr", "VQ-VAE", "-o")]),
+        ("reconstruction PSNR (dB, per-image mean)", [("psnr", "VQ-VAE", "-o")]),
         (
             "prior bits/dim (test)",
             [("bits_per_dim", "PixelCNN", "-o"), ("marginal_bits_per_dim", "marginal baseline", "--s")],
         ),
-        ("FID (test)", [("fid", "samples vs test", "-o")]),
+        (
+            "prior bits per image (test)",
+            [("bits_per_image", "PixelCNN", "-o"), ("marginal_bits_per_image", "marginal baseline", "--s")],
+        ),
+        ("FID (test)" + fid_note, [("fid", "samples vs test", "-o")]),
+        (
+            "memorized fraction of samples",
+            [("memorized:code_space", "code space", "-o"), ("memorized:feature_space", "features", "--s")],
+        ),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+
+    def point(run: dict, key: str) -> tuple[float | None, tuple[float, float] | None]:
+        if key.startswith("memorized:"):
+            mem = run["memorized"][key.split(":", 1)[1]]
+            return (mem["value"], mem["ci"]) if mem else (None, None)
+        return run[key], run["intervals"].get(key)
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (title, series) in zip(axes, panels, strict=True):
         drawn = False
         for key, label, style in series:
-            points = sorted((r["grid_value"], r[key]) for r in runs if r[key] is not None)
+            points = sorted((r["grid_value"], *point(r, key)) for r in runs if point(r, key)[0] is not None)
             if points:
-                ax.plot([p[0] for p in points], [p[1] for p in points], style, label=label)
+                xs, ys = [p[0] for p in points], [p[1] for p in points]
+                err = [
+                    [y - (ci[0] if ci else y) for _, y, ci in points],
+                    [(ci[1] if ci else y) - y for _, y, ci in points],
+                ]
+                ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=label)
                 drawn = True
         if not drawn:
             ax.text(
@@ -308,7 +519,7 @@ def plot_metrics(runs: list[dict], path: Path) -> Path:
             ax.set_xticks(grids, [str(g) for g in grids])
             ax.set_xlim(min(grids) / 1.4, max(grids) * 1.4)
         ax.set_xlabel("latent grid size")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,7 @@ import logging
 import sys
 from pathlib import Path
 
+from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.report import PLOT, collect_runs, write_report
 from lesion_lightning.utils.wandb_utils import resolve_offline
 
@@ -29,7 +30,38 @@ COLUMNS = (
     "vqvae_seconds",
     "pixelcnn_seconds",
     "seconds_per_image",
+    # what every FID/KID rests on, its interval and the rest of the generation / memorization figures
+    "bits_per_image",
+    "marginal_bits_per_image",
+    "fid_ci_low",
+    "fid_ci_high",
+    "fid_reliable",
+    "n_generated",
+    "n_real",
+    "feature_extractor",
+    "precision",
+    "recall",
+    "memorized_code_space",
+    "memorized_feature_space",
 )
+
+
+def _extra_cells(r: dict) -> list:
+    fid_ci = r["intervals"]["fid"] or (None, None)
+    n = r["n_generated"]
+    memorized = [(r["memorized"][s] or {}).get("value") for s in ("code_space", "feature_space")]
+    return [
+        r["bits_per_image"],
+        r["marginal_bits_per_image"],
+        *fid_ci,
+        None if r["fid"] is None else isinstance(n, int) and n >= RELIABLE_N,
+        n,
+        r["n_real"],
+        r["feature_extractor"],
+        r["precision"],
+        r["recall"],
+        *memorized,
+    ]
 
 
 def log_report_to_wandb(
@@ -71,12 +103,13 @@ def log_report_to_wandb(
                 stages["vqvae"]["seconds"],
                 stages["pixelcnn"]["seconds"],
                 r["seconds_per_image"],
+                *_extra_cells(r),
             )
         payload = {"report/table": table}
         if (sweep_dir / PLOT).is_file():
             payload["report/metrics_vs_grid"] = wandb.Image(str(sweep_dir / PLOT))
         for r in runs:
-            for key in ("reconstructions", "samples_grid"):
+            for key in ("reconstructions", "samples_grid", "memorization_picture"):
                 if r[key] is not None:
                     payload[f"report/{key}/grid{r['grid_value']}"] = wandb.Image(str(r[key]))
         run.log(payload)

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -20,17 +21,26 @@ from lesion_lightning.models.sampling import auto_batch_size
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.utils.grid import captioned_grid
 from lesion_lightning.utils.io import atomic_write_json, save_png
+from lesion_lightning.utils.labels import sample_labels
 from lesion_lightning.utils.runtime import pick_device, publish_dir
 
 log = logging.getLogger(__name__)
 
 
 def resolve_label(
-    pixelcnn, label: str | int | None, n: int, device: torch.device, names: list[str]
+    pixelcnn,
+    label: str | int | None,
+    n: int,
+    device: torch.device,
+    names: list[str],
+    distribution: str = "uniform",
+    seed: int = 0,
+    record: dict | None = None,
+    index_dataset: str | None = None,
 ) -> torch.Tensor | None:
-    """Class name (or index) -> (n,) labels; unconditional priors take none, conditional ones cycle classes.
-
-    `names` are the prior's class names (`PriorCheckpoint.class_names`)."""
+    """Class name (or index) -> (n,) labels; unconditional priors take none, conditional ones draw
+    from `distribution` (train | uniform | a class; see utils.labels), described into `record`.
+    `names` and `index_dataset` (whose train split gives the class mix) come from the `PriorCheckpoint`."""
     if not pixelcnn.conditional:
         if label is not None:
             raise ValueError(
@@ -38,8 +48,11 @@ def resolve_label(
                 "model.net.num_classes=0); drop `label` or train a conditional prior"
             )
         return None
-    if label is None:  # a mix of every class, in turn
-        return torch.arange(n, device=device) % pixelcnn.net.num_classes
+    if label is None:
+        drawn, how = sample_labels(distribution, names, pixelcnn.net.num_classes, n, seed, index_dataset)
+        if record is not None:
+            record.update(how)
+        return torch.from_numpy(drawn).to(device)
     if isinstance(label, str) and label in names:
         idx = names.index(label)
     elif isinstance(label, int) and 0 <= label < pixelcnn.net.num_classes:
@@ -90,7 +103,18 @@ def sample(cfg: DictConfig) -> Path:
     pixelcnn = prior.load_module(device)
     vqvae = vqvae_ckpt.load_module(device)
     names = prior.class_names
-    labels_all = resolve_label(pixelcnn, cfg.label, cfg.num_samples, device, names)
+    label_record: dict = {}
+    labels_all = resolve_label(
+        pixelcnn,
+        cfg.label,
+        cfg.num_samples,
+        device,
+        names,
+        cfg.get("label_distribution", "train"),
+        int(cfg.seed),
+        label_record,
+        prior.index_dataset,
+    )
 
     batch_size = (
         auto_batch_size(pixelcnn.net, h, w, cfg.num_samples, device)
@@ -99,7 +123,7 @@ def sample(cfg: DictConfig) -> Path:
     )
     out_dir = Path(cfg.out_dir)
     num_batches = math.ceil(cfg.num_samples / batch_size)
-    files, images, sample_labels = [], [], []
+    files, images, grid_list, label_names = [], [], [], []
     start = time.perf_counter()
     with (
         publish_dir(out_dir, overwrite=cfg.overwrite, what="samples") as tmp,
@@ -127,13 +151,16 @@ def sample(cfg: DictConfig) -> Path:
             )
             for i, image in enumerate(batch_images):
                 files.append(save_png(image, tmp / f"sample_{lo + i:04d}.png").name)
-                sample_labels.append(names[int(labels[i])] if labels is not None and names else None)
+                label_names.append(names[int(labels[i])] if labels is not None and names else None)
             images.append(batch_images)
+            grid_list.append(grids.cpu())
         seconds = time.perf_counter() - start
         images_t = torch.cat(images)
+        # the sampled code grids, for the memorization check against the train split's grids
+        np.save(tmp / "indices.npy", torch.cat(grid_list).numpy().astype(np.uint16))
         save_png(
             captioned_grid(
-                images_t, tile_captions(sample_labels, float(cfg.guidance)), nrow=min(8, len(images_t))
+                images_t, tile_captions(label_names, float(cfg.guidance)), nrow=min(8, len(images_t))
             ),
             tmp / "grid.png",
         )
@@ -151,7 +178,10 @@ def sample(cfg: DictConfig) -> Path:
                 "seconds": seconds,
                 "seconds_per_image": seconds / cfg.num_samples,
                 "files": files,
-                "labels": sample_labels,
+                "labels": label_names,
+                "label_indices": labels_all.tolist() if labels_all is not None else None,
+                **label_record,
+                "indices": "indices.npy",
             },
         )
     print(

@@ -40,21 +40,26 @@ def test_reconstruction_metrics_match_a_direct_computation(chain, tmp_path):
     assert all(math.isfinite(recon[k]) for k in ("mse", "psnr", "ssim", "codebook_usage", "perplexity"))
     assert 0 < recon["codebook_usage"] <= 1 and 1 <= recon["perplexity"] <= recon["codebook_size"]
 
-    # the same images and model, by hand: PSNR of the clamped reconstructions over the whole split
+    # the same images and model, by hand: mean over images of each clamped reconstruction's PSNR
     vqvae = load_vqvae(chain["vqvae"])
     test = build_datamodule(chain["vqvae"]).split_dataset("test")
     x = torch.stack([test[i]["image"] for i in range(len(test))])
     with torch.no_grad():
-        mse = float((vqvae.net(x).recon.clamp(0, 1) - x).square().mean())
+        mse_i = (vqvae.net(x).recon.clamp(0, 1) - x).square().mean(dim=(1, 2, 3)).double()
     assert recon["num_images"] == len(test)
-    assert recon["mse"] == pytest.approx(mse, rel=1e-5)
-    assert recon["psnr"] == pytest.approx(10 * math.log10(1 / mse), abs=1e-3)
+    assert recon["mse"] == pytest.approx(float(mse_i.mean()), rel=1e-5)
+    assert recon["psnr"] == pytest.approx(float((10 * torch.log10(1 / mse_i)).mean()), abs=1e-3)
+    for key in ("mse", "psnr", "ssim"):  # 95 % bootstrap intervals over the test images
+        low, high = recon[f"{key}_ci"]
+        assert low <= recon[key] <= high and low < high
+        assert results["metrics"][f"test/{key}_ci_low"] == low
 
     # nothing else was asked for: those sections say so instead of inventing numbers
     assert "skipped" in results["prior"] and "pixelcnn_ckpt" in results["prior"]["skipped"]
     assert "skipped" in results["generation"] and "samples_dir" in results["generation"]["skipped"]
+    assert "skipped" in results["memorization"]
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
-    assert on_disk["reconstruction"] == pytest.approx(recon)
+    assert on_disk["reconstruction"] == json.loads(json.dumps(recon))
     # originals above reconstructions: 2 rows of min(8, N) 32 px images with 2 px padding
     n = min(8, len(test))
     assert Image.open(tmp_path / "reconstructions.png").size == (n * 34 + 2, 2 * 34 + 2)
@@ -72,6 +77,12 @@ def test_prior_bits_per_dim_and_marginal_baseline(chain, tmp_path):
     logged = [float(r["test/bits_per_dim"]) for r in rows if r.get("test/bits_per_dim")]
     assert prior["bits_per_dim"] == pytest.approx(logged[-1], rel=1e-5)
     assert results["metrics"]["test/bits_per_dim"] == prior["bits_per_dim"]
+    # bits per image: comparable across grid sizes (8x8 grids here)
+    assert prior["bits_per_image"] == pytest.approx(prior["bits_per_dim"] * 64)
+    assert prior["marginal_bits_per_image"] == pytest.approx(prior["marginal_bits_per_dim"] * 64)
+    for key in ("bits_per_dim", "bits_per_image", "marginal_bits_per_dim"):
+        low, high = prior[f"{key}_ci"]
+        assert low < prior[key] < high
 
 
 def test_marginal_baseline_by_hand():
@@ -117,6 +128,7 @@ def test_generation_skipped_without_inception_weights(chain, tmp_path, monkeypat
         "lesion_lightning.evaluate",
         f"vqvae_ckpt={chain['vqvae']}",
         f"samples_dir={chain['samples']}",
+        f"index_dir={chain['indices']}",
         "eval.allow_download=false",
         "logger=csv",
         "device=cpu",
@@ -127,6 +139,11 @@ def test_generation_skipped_without_inception_weights(chain, tmp_path, monkeypat
     assert set(generation) == {"skipped"}
     assert "eval.inception_weights=" in generation["skipped"] and "weights-inception" in generation["skipped"]
     assert "test/fid" not in json.loads((out / "metrics.json").read_text())["metrics"]
+    # memorization in code space needs no pretrained network: it is there offline
+    memorization = json.loads((out / "metrics.json").read_text())["memorization"]
+    code = memorization["code_space"]
+    assert 0 <= code["memorized_fraction"] <= 1 and code["n_generated"] == NUM_SAMPLES
+    assert (out / "memorization.png").is_file() and "skipped" in memorization["feature_space"]
     assert "skipped" in proc.stdout and "test/psnr" in proc.stdout
     metrics_csv = next(out.glob("csv/*/metrics.csv"))  # the csv logger got the computed metrics only
     header = metrics_csv.read_text().splitlines()[0]
@@ -156,13 +173,35 @@ def test_network_probe_is_bounded():
 @pytest.mark.slow
 def test_generation_computed_with_a_stand_in_extractor(chain, tmp_path):
     results = run_evaluate(
-        tmp_path, f"vqvae_ckpt={chain['vqvae']}", f"samples_dir={chain['samples']}", STAND_IN, "logger=wandb"
+        tmp_path,
+        f"vqvae_ckpt={chain['vqvae']}",
+        f"samples_dir={chain['samples']}",
+        f"pixelcnn_ckpt={chain['pixelcnn']}",
+        STAND_IN,
+        "logger=wandb",
+        "eval.fid_bootstrap=20",
+        "eval.prc_k=1",  # the tiny test split has 3 images: k must stay below that
     )
     gen = results["generation"]
     assert "skipped" not in gen
     assert math.isfinite(gen["fid"]) and gen["fid"] >= 0
     assert math.isfinite(gen["kid_mean"]) and math.isfinite(gen["kid_std"])
     assert gen["num_generated"] == NUM_SAMPLES and gen["num_features"] == 8
+    # n, extractor and an interval beside every number; under 2,048 samples it is flagged
+    assert gen["n_generated"] == NUM_SAMPLES and gen["n_real"] == gen["num_real"] > 0
+    assert gen["feature_extractor"].endswith("RandomConvFeatures") and gen["reliable"] is False
+    assert gen["fid_ci"][0] <= gen["fid_ci"][1] and gen["kid_ci"][0] <= gen["kid_ci"][1]
+    assert 0 <= gen["precision"] <= 1 and 0 <= gen["recall"] <= 1 and gen["prc_k"] == 1
+    assert results["metrics"]["test/n_generated"] == NUM_SAMPLES
+    # class-conditional samples: FID per class, against that class's real images
+    assert set(gen["per_class"]) == set(build_datamodule(chain["vqvae"]).class_names)
+    for name, stats in gen["per_class"].items():
+        if "fid" in stats:
+            assert results["metrics"][f"test/fid/{name}"] == stats["fid"]
+    memorization = results["memorization"]
+    for space in ("code_space", "feature_space"):
+        assert 0 <= memorization[space]["memorized_fraction"] <= 1
+        assert (tmp_path / memorization[space]["picture"]).is_file()
 
     # torchmetrics' own FID with the same extractor on the same uint8 images gives the same number
     test = build_datamodule(chain["vqvae"]).split_dataset("test")

@@ -40,10 +40,37 @@ def _run(sweep: Path, job: str, grid: int, metrics: dict | None, failed: str | N
     return run
 
 
-def _metrics(psnr: float, bpd: float, fid: float | None) -> dict:
+def _metrics(psnr: float, bpd: float, fid: float | None, n_generated: int = 4096, grid: int = 32) -> dict:
     generation = (
-        {"fid": fid, "kid_mean": 0.0123, "kid_std": 0.0004} if fid is not None else {"skipped": "no weights"}
+        {
+            "fid": fid,
+            "fid_ci": [fid - 1.5, fid + 2.0],
+            "kid_mean": 0.0123,
+            "kid_std": 0.0004,
+            "n_generated": n_generated,
+            "n_real": 1000,
+            "feature_extractor": "inception-v3-compat/2048",
+            "precision": 0.61,
+            "recall": 0.42,
+            "prc_k": 3,
+            "per_class": {
+                "nevus": {"fid": fid + 3, "fid_ci": [fid, fid + 6], "n_generated": 300, "n_real": 700},
+                "melanoma": {"skipped": "1 generated"},
+            },
+        }
+        if fid is not None
+        else {"skipped": "no weights"}
     )
+    memorization = {
+        "code_space": {
+            "memorized_fraction": 0.0125,
+            "memorized_fraction_ci": [0.005, 0.02],
+            "n_generated": n_generated,
+            "n_test": 500,
+            "percentile": 1.0,
+        },
+        "feature_space": {"skipped": "no feature extractor"},
+    }
     return {
         "reconstruction": {
             "psnr": psnr,
@@ -52,32 +79,47 @@ def _metrics(psnr: float, bpd: float, fid: float | None) -> dict:
             "perplexity": 200.0,
             "mse": 0.01,
         },
-        "prior": {"bits_per_dim": bpd, "marginal_bits_per_dim": 7.5},
+        "prior": {
+            "bits_per_dim": bpd,
+            "bits_per_dim_ci": [bpd - 0.01, bpd + 0.01],
+            "bits_per_image": bpd * grid * grid,
+            "marginal_bits_per_dim": 7.5,
+        },
         "generation": generation,
+        "memorization": memorization,
     }
 
 
 def _rows(report: str) -> dict[str, list[str]]:
     """First table of the report: grid label -> cells."""
-    table = report.split("## Stages")[0]
+    table = report.split("## Generation")[0]
     rows = [line for line in table.splitlines() if re.match(r"\| \d+x\d+ \|", line)]
     return {r.split("|")[1].strip(): [c.strip() for c in r.strip("|").split("|")] for r in rows}
 
 
 def test_report_has_one_row_per_grid_pictures_and_plot(tmp_path):
     sweep = tmp_path / "sweep"
-    _run(sweep, "1", 64, _metrics(psnr=31.5, bpd=5.25, fid=42.0))
+    _run(sweep, "1", 64, _metrics(psnr=31.5, bpd=5.25, fid=42.0, grid=64))
     _run(sweep, "0", 32, _metrics(psnr=27.25, bpd=6.5, fid=None))
     path = write_report(sweep)
     assert path == sweep.resolve() / "report.md"
     report = path.read_text()
     rows = _rows(report)
     assert list(rows) == ["32x32", "64x64"]  # sorted by grid size
-    assert "27.25" in rows["32x32"] and "6.500" in rows["32x32"] and "7.500" in rows["32x32"]
+    assert "27.25" in rows["32x32"] and "6.500 [6.490, 6.510]" in rows["32x32"] and "7.500" in rows["32x32"]
+    # bits per image = bits/dim x H x W: the number comparable across grid sizes
+    assert "6656" in rows["32x32"] and "21504" in rows["64x64"]
     assert rows["32x32"].count("skipped") == 2  # FID and KID: skipped, no number
-    assert "31.50" in rows["64x64"] and "42.00" in rows["64x64"] and "0.0123 ± 0.0004" in rows["64x64"]
+    assert "31.50" in rows["64x64"] and "42.00 [40.50, 44.00]" in rows["64x64"]
+    assert "0.0123 ± 0.0004" in rows["64x64"]
     assert "50% (ppl 200.0)" in rows["64x64"]
-    assert rows["32x32"][9:11] == ["10.0 s", "30.0 s"]  # VQ-VAE and PixelCNN training time
+    assert rows["32x32"][11:13] == ["10.0 s", "30.0 s"]  # VQ-VAE and PixelCNN training time
+    generation = report.split("## Generation")[1].split("## Stages")[0]
+    assert "| 64x64 | 4096 / 1000 | inception-v3-compat/2048 | 42.00 [40.50, 44.00] |" in generation
+    assert "0.610 (k=3) | 0.420 | 1.2% [0.5%, 2.0%] of 4096 | — |" in generation
+    # a per-class FID from 300 samples is flagged, not printed bare
+    assert "| 64x64 | nevus | 300 / 700 | unreliable (n=300 < 2048): 45.00 [42.00, 48.00] |" in generation
+    assert "melanoma" not in generation
     assert "0.125 s" in rows["32x32"]  # sampling time per image
 
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", report)
@@ -95,18 +137,25 @@ def test_missing_pieces_render_as_dashes_with_a_note(tmp_path):
     sweep = tmp_path / "multirun"
     _run(sweep, "0", 32, _metrics(psnr=27.0, bpd=6.0, fid=10.0))
     _run(sweep, "1", 128, None, failed="evaluate")  # evaluate failed: no metrics.json, no reconstructions
+    small = _run(sweep, "3", 16, _metrics(psnr=20.0, bpd=5.0, fid=80.0, n_generated=256))
+    (small / "evaluate" / "metrics.json").write_text(
+        json.dumps({**_metrics(psnr=20.0, bpd=5.0, fid=80.0, n_generated=256)})
+    )
     bare = sweep / "2"
     bare.mkdir()
     (bare / "pipeline.json").write_text(json.dumps({"grid": 64, "stages": {"vqvae": {"status": "running"}}}))
     report = write_report(sweep).read_text()
     rows = _rows(report)
-    assert set(rows) == {"32x32", "64x64", "128x128"}
-    assert rows["128x128"][2:9] == ["—"] * 7  # PSNR, SSIM, usage, bits/dim, marginal, FID, KID
+    assert set(rows) == {"16x16", "32x32", "64x64", "128x128"}
+    assert "unreliable (n=256 < 2048): 80.00 [78.50, 82.00]" in rows["16x16"]  # too few samples: flagged
+    assert rows["128x128"][2:11] == ["—"] * 9  # PSNR, SSIM, usage, bits/dim+image x2, FID, KID
     assert rows["128x128"][-1] == "0.5 s"  # what did finish still shows
-    assert rows["64x64"][2:] == ["—"] * 10
+    assert rows["64x64"][2:] == ["—"] * 12
     assert "stage `evaluate` failed: RuntimeError: out of memory" in report
     assert "stage `vqvae` running" in report and "stage `pixelcnn` not recorded" in report
-    assert "| 128x128 | — | ![128x128 samples]" in report  # the picture that exists, a dash for the other
+    assert (
+        "| 128x128 | — | ![128x128 samples](1/sample/samples/grid.png) | — |" in report
+    )  # dashes for the others
     assert (sweep / "metrics_vs_grid.png").is_file()
 
 
@@ -136,3 +185,11 @@ def test_report_logged_to_wandb_offline(tmp_path, monkeypatch):
     tables = list((run_dir / "files" / "media" / "table").rglob("*.table.json"))
     table = json.loads(tables[0].read_text())
     assert [row[0] for row in table["data"]] == [32, 64]
+    columns = table["columns"]
+    first = dict(zip(columns, table["data"][0], strict=True))
+    assert first["n_generated"] == 4096 and first["feature_extractor"] == "inception-v3-compat/2048"
+    assert (
+        first["fid_ci_low"] == 10.5
+        and first["fid_reliable"] is True
+        and first["memorized_code_space"] == 0.0125
+    )

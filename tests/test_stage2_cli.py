@@ -71,6 +71,25 @@ def test_sample_writes_pngs_and_is_reproducible(chain) -> None:
     assert meta["seconds_per_image"] > 0
 
 
+def test_samples_record_labels_from_the_train_mix_and_their_code_grids(chain) -> None:
+    out = chain["samples"]
+    meta = json.loads((out / "samples.json").read_text())
+    train_labels = np.load(chain["indices"] / "train_labels.npy")
+    names = json.loads((chain["indices"] / "manifest.json").read_text())["class_names"]
+    assert meta["label_distribution"] == "train"
+    freq = np.bincount(train_labels, minlength=len(names)) / len(train_labels)
+    assert meta["class_probabilities"] == pytest.approx(dict(zip(names, freq, strict=True)))
+    assert [names[i] for i in meta["label_indices"]] == meta["labels"]
+    grids = np.load(out / meta["indices"])
+    assert grids.dtype == np.uint16 and grids.shape == (len(meta["files"]), *meta["grid_size"])
+    # the saved grids are the ones decoded into the PNGs
+    vqvae = load_vqvae(chain["vqvae"])
+    with torch.no_grad():
+        decoded = vqvae.net.decode_indices(torch.from_numpy(grids.astype(np.int64))).clamp(0, 1)
+    png = np.asarray(Image.open(out / meta["files"][0]), dtype=np.float64) / 255
+    np.testing.assert_allclose(png, decoded[0].permute(1, 2, 0).numpy(), atol=1 / 255)
+
+
 def _sample_fails(cwd: Path, *overrides: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "lesion_lightning.sample", *overrides, "hydra.run.dir=bad"],

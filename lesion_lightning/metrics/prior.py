@@ -4,6 +4,9 @@ Two numbers make the prior's figure readable: the PixelCNN's own test bits/dim, 
 per-position marginal baseline (how often each code appears at each grid position in the train split,
 independent of everything else). A prior that does not beat the baseline has learned no structure
 beyond "which codes tend to sit where". log2(K) is the uniform, know-nothing bound.
+
+Bits/dim is per grid position, so a 128x128 grid (16x the positions of 32x32) is not comparable to a
+32x32 one by it; bits per image = bits/dim x H x W is. Per-grid values feed the bootstrap intervals.
 """
 
 from __future__ import annotations
@@ -43,10 +46,10 @@ def position_log_probs(
     return np.log(counts + alpha) - np.log(n + alpha * num_codes)
 
 
-def marginal_bits_per_dim(
+def marginal_bits_per_grid(
     train_grids: np.ndarray, test_grids: np.ndarray, num_codes: int, alpha: float = 1.0
-) -> float:
-    """Mean -log2 p(code at (i, j)) on test grids under the train split's per-position frequencies."""
+) -> np.ndarray:
+    """(N,) mean -log2 p(code at (i, j)) of each test grid under the train split's per-position frequencies."""
     log_p = position_log_probs(train_grids, num_codes, alpha)  # (H, W, K)
     if test_grids.shape[1:] != log_p.shape[:2]:
         raise ValueError(
@@ -54,33 +57,48 @@ def marginal_bits_per_dim(
         )
     h, w = log_p.shape[:2]
     rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-    total, count = 0.0, 0
+    per_grid = []
     for lo in range(0, len(test_grids), 1024):
         codes = np.asarray(test_grids[lo : lo + 1024], dtype=np.int64)  # (b, H, W)
-        total -= float(log_p[rows, cols, codes].sum())
-        count += codes.size
-    if count == 0:
+        per_grid.append(-log_p[rows, cols, codes].reshape(len(codes), -1).mean(1) / math.log(2))
+    if not per_grid:
         raise ValueError("the test split holds no grids")
-    return total / count / math.log(2)
+    return np.concatenate(per_grid)
+
+
+def marginal_bits_per_dim(
+    train_grids: np.ndarray, test_grids: np.ndarray, num_codes: int, alpha: float = 1.0
+) -> float:
+    """Mean -log2 p(code at (i, j)) on test grids under the train split's per-position frequencies."""
+    # every grid has H*W positions, so the mean of per-grid means is the mean over all positions
+    return float(marginal_bits_per_grid(train_grids, test_grids, num_codes, alpha).mean())
 
 
 @torch.no_grad()
-def model_bits_per_dim(
+def model_bits_per_grid(
     model: torch.nn.Module, dataset, batch_size: int, device: torch.device, num_workers: int = 0
-) -> float:
-    """Exact mean cross-entropy over every grid position of `dataset`, in bits.
+) -> np.ndarray:
+    """(N,) mean cross-entropy over each grid's positions, in bits (bits/dim of each grid).
 
-    `model(indices (B, H, W), labels (B,)) -> logits (B, K, H, W)` (PixelCNNModule's forward); the sum
-    over all positions is divided once at the end, so uneven last batches weigh correctly.
+    `model(indices (B, H, W), labels (B,)) -> logits (B, K, H, W)` (PixelCNNModule's forward). All grids
+    have H*W positions, so the mean of this array is the exact bits/dim over the whole split and
+    times H*W it is bits per image.
     """
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
-    total, count = 0.0, 0
+    per_grid = []
     for batch in loader:
         indices = batch["indices"].to(device)
         logits = model(indices, batch["label"].to(device))
-        # (B, K, H, W) logits straight into cross-entropy, summed in float32
-        total += float(F.cross_entropy(logits.float(), indices, reduction="sum"))
-        count += indices.numel()
-    if count == 0:
+        # (B, K, H, W) logits straight into cross-entropy, in float32, summed per grid in float64
+        nats = F.cross_entropy(logits.float(), indices, reduction="none")  # (B, H, W)
+        per_grid.append((nats.flatten(1).double().mean(1) / math.log(2)).cpu().numpy())
+    if not per_grid:
         raise ValueError("no grids to evaluate")
-    return total / count / math.log(2)
+    return np.concatenate(per_grid)
+
+
+def model_bits_per_dim(
+    model: torch.nn.Module, dataset, batch_size: int, device: torch.device, num_workers: int = 0
+) -> float:
+    """Exact mean cross-entropy over every grid position of `dataset`, in bits."""
+    return float(model_bits_per_grid(model, dataset, batch_size, device, num_workers).mean())

@@ -31,6 +31,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lesion_lightning.utils.precision import ieee_float32
+
 # Upper bound on the elements of one (chunk, K) distance matrix: 2**25 float32 = 128 MiB. A 128x128 grid with
 # batch 32 and K=512 would otherwise need a 1 GiB distance matrix at once.
 _MAX_DISTANCE_ELEMENTS = 2**25
@@ -60,6 +62,7 @@ def _broadcast_from_rank0(*tensors: Tensor) -> None:
             dist.broadcast(tensor, src=0)
 
 
+@ieee_float32()  # a TF32 matmul (set_float32_matmul_precision('high'), cuDNN defaults) flips near ties
 def _nearest_code(flat: Tensor, codebook: Tensor) -> Tensor:
     """Index of the nearest codebook row for each row of ``flat`` (both float32). (N, D), (K, D) -> (N,).
 

@@ -50,6 +50,8 @@ import torch.nn.functional as F
 if TYPE_CHECKING:  # pixelcnn.py imports this module inside GatedPixelCNN.generate
     from lesion_lightning.models.pixelcnn import GatedPixelCNN
 
+from lesion_lightning.utils.precision import ieee_float32
+
 ProgressFn = Callable[[int, int], None]
 
 
@@ -229,6 +231,7 @@ def naive_step(
     return draw(guide(logits, guidance), u, temperature, top_k, top_p)
 
 
+@ieee_float32()  # logits in IEEE float32 whatever the global TF32 setting
 @torch.no_grad()
 def sample_naive(
     model: GatedPixelCNN,
@@ -434,6 +437,7 @@ def _cached_run(
     return grid
 
 
+@ieee_float32()  # logits in IEEE float32 whatever the global TF32 setting
 @torch.no_grad()
 def sample_cached(
     model: GatedPixelCNN,
@@ -464,6 +468,7 @@ def sample_cached(
     return grid.clone()
 
 
+@ieee_float32()  # logits in IEEE float32 whatever the global TF32 setting
 @torch.no_grad()
 def cached_logits_for_grid(
     model: GatedPixelCNN, indices: torch.Tensor, labels: torch.Tensor | None = None, guidance: float = 0.0

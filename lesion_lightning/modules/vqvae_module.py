@@ -15,8 +15,8 @@ from lesion_lightning.modules.optim import adam_with_schedule
 class VQVAEModule(L.LightningModule):
     """loss = MSE(recon, x) + codebook + beta * commitment (beta inside the quantizer).
 
-    Logs `{stage}/loss`, `recon_loss`, `codebook_loss`, `commitment_loss`; on val/test also PSNR,
-    SSIM, codebook usage and perplexity accumulated over the whole epoch.
+    Logs `{stage}/loss`, `recon_loss`, `codebook_loss`, `commitment_loss`; on val/test also PSNR (mean of
+    per-image PSNR), SSIM, codebook usage and perplexity accumulated over the whole epoch.
     """
 
     def __init__(
@@ -38,7 +38,11 @@ class VQVAEModule(L.LightningModule):
             # in place, so state-dict keys stay loadable by an uncompiled model
             self.net.compile()
         k = self.net.quantizer.codebook_size
-        self.psnr = torch.nn.ModuleDict({s: PeakSignalNoiseRatio(data_range=1.0) for s in ("val", "test")})
+        # dim=(1, 2, 3): the mean over images of 10 log10(1 / MSE_i), as papers report PSNR; the default
+        # (dim=None) is the PSNR of the MSE pooled over the epoch, up to several dB higher
+        self.psnr = torch.nn.ModuleDict(
+            {s: PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)) for s in ("val", "test")}
+        )
         self.ssim = torch.nn.ModuleDict(
             {s: StructuralSimilarityIndexMeasure(data_range=1.0) for s in ("val", "test")}
         )

@@ -1,0 +1,223 @@
+"""evaluate's generation and memorization sections: which images are compared, on which features.
+
+- real reference set: a seeded random subset of the split (eval.max_real; null = all of it), never
+  "the first N ids in sorted order", which would be one arbitrary slice of the data;
+- generated set: every sample PNG, with the class each was drawn for (samples.json);
+- set metrics (metrics.distribution): FID / KID / precision / recall with n, extractor, intervals,
+  overall and, for class-conditional samples, per class;
+- memorization (metrics.memorization): nearest training image of every sample in code space (always)
+  and in the extractor's feature space (when there is an extractor), against test-to-train.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+from torchvision.utils import make_grid
+
+from lesion_lightning.metrics.distribution import per_class, set_metrics
+from lesion_lightning.metrics.generation import extract_features, read_images
+from lesion_lightning.metrics.memorization import (
+    closest_pairs,
+    memorization_summary,
+    nearest_euclidean,
+    nearest_hamming,
+)
+from lesion_lightning.utils.io import save_png
+
+log = logging.getLogger(__name__)
+
+
+def real_subset(num_images: int, max_real: int | None, seed: int) -> np.ndarray:
+    """Rows of the real split to compare with: all of them, or a seeded random `max_real` (sorted)."""
+    if max_real is None or max_real >= num_images:
+        return np.arange(num_images)
+    if max_real < 1:
+        raise ValueError(f"eval.max_real must be >= 1 or null (the whole split), got {max_real}")
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(num_images, size=max_real, replace=False))
+
+
+def sample_class_indices(
+    samples_dir: str | Path, class_names: list[str], num_files: int
+) -> np.ndarray | None:
+    """The class index each sample was drawn for (samples.json), or None for unconditional samples."""
+    meta_path = Path(samples_dir) / "samples.json"
+    if not meta_path.is_file():
+        return None
+    meta = json.loads(meta_path.read_text())
+    indices = meta.get("label_indices")
+    if indices is None:
+        names = meta.get("labels") or []
+        if not names or any(n is None for n in names):
+            return None
+        unknown = sorted({n for n in names if n not in class_names})
+        if unknown:
+            raise ValueError(
+                f"{meta_path}: labels {unknown} are not classes of the evaluated data {class_names}"
+            )
+        indices = [class_names.index(n) for n in names]
+    if len(indices) != num_files:
+        raise ValueError(f"{meta_path} records {len(indices)} labels for {num_files} sample files")
+    return np.asarray(indices, dtype=np.int64)
+
+
+def _loader(dataset, rows: np.ndarray, batch_size: int, num_workers: int) -> DataLoader:
+    return DataLoader(
+        Subset(dataset, rows.tolist()), batch_size=batch_size, shuffle=False, num_workers=num_workers
+    )
+
+
+def generation_metrics(
+    extractor: torch.nn.Module,
+    extractor_name: str,
+    files: list[Path],
+    real_dataset,
+    class_names: list[str],
+    eval_cfg,
+    *,
+    samples_dir: str | Path,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    device: torch.device,
+    cache: dict | None = None,
+) -> dict:
+    """The generation section; `cache` receives the features for the memorization section."""
+    fake = extract_features(extractor, read_images(files, batch_size), device)
+    size = tuple(next(read_images(files[:1], 1)).shape[-2:])
+    rows = real_subset(len(real_dataset), eval_cfg.get("max_real"), seed)
+    loader = _loader(real_dataset, rows, batch_size, num_workers)
+    # real images resized (if needed) to the samples' size, so both sides see the same resolution
+    real = extract_features(extractor, (b["image"] for b in loader), device, size=size)
+    options = {
+        "kid_subset_size": int(eval_cfg.kid_subset_size),
+        "kid_subsets": int(eval_cfg.kid_subsets),
+        "num_bootstrap": int(eval_cfg.get("fid_bootstrap", 100)),
+        "prc_k": int(eval_cfg.get("prc_k", 3)),
+        "seed": seed,
+        "device": device,
+    }
+    section = set_metrics(real, fake, **options)
+    section.update(
+        {
+            "feature_extractor": extractor_name,
+            "image_size": list(size),
+            "real_subset": "all of the split"
+            if len(rows) == len(real_dataset)
+            else f"seeded random (seed={seed})",
+            "samples_dir": str(samples_dir),
+            # kept for readers of older metrics.json files
+            "num_real": int(len(rows)),
+            "num_generated": len(files),
+        }
+    )
+    fake_labels = sample_class_indices(samples_dir, class_names, len(files))
+    if fake_labels is not None and eval_cfg.get("per_class", True) and len(class_names) > 1:
+        real_labels = np.asarray(real_dataset.labels)[rows]
+        section["per_class"] = per_class(real, real_labels, fake, fake_labels, class_names, **options)
+        for stats in section["per_class"].values():
+            if "skipped" not in stats:
+                stats["feature_extractor"] = extractor_name
+    if cache is not None:
+        cache.update({"extractor": extractor, "fake": fake, "real": real, "size": size})
+    return section
+
+
+def _pairs_picture(sample_files: list[Path], train_dataset, sample_rows, train_rows, size) -> torch.Tensor:
+    """Samples (top row) above their nearest training images (bottom row)."""
+    top = torch.cat([next(read_images([sample_files[i]], 1)) for i in sample_rows])
+    bottom = torch.stack([train_dataset[int(j)]["image"].float() for j in train_rows])
+    if tuple(bottom.shape[-2:]) != tuple(size):
+        bottom = torch.nn.functional.interpolate(bottom, size=tuple(size), mode="bilinear", antialias=True)
+    return make_grid(torch.cat([top, bottom.clamp(0, 1)]), nrow=len(top), padding=2, pad_value=1.0)
+
+
+def memorization_metrics(
+    samples_dir: str | Path,
+    index_dir: str | Path,
+    split: str,
+    train_dataset,
+    eval_cfg,
+    out_dir: Path,
+    *,
+    batch_size: int,
+    num_workers: int,
+    seed: int,
+    device: torch.device,
+    cache: dict | None = None,
+) -> dict:
+    """Code-space memorization always; feature-space too when `cache` holds the generation features."""
+    from lesion_lightning.data.indices import IndexDataset
+
+    mem_cfg = eval_cfg.get("memorization") or {}
+    percentile = float(mem_cfg.get("percentile", 1.0))
+    num_pairs = int(mem_cfg.get("num_pairs", 8))
+    num_bootstrap = int(eval_cfg.get("bootstrap", 1000))
+    files = sorted(Path(samples_dir).glob("sample_*.png"))
+    grids_path = Path(samples_dir) / "indices.npy"
+    if not grids_path.is_file():
+        return {
+            "skipped": f"{grids_path} not found: samples written before code grids were saved; "
+            "re-run `python -m lesion_lightning.sample` to get indices.npy"
+        }
+    gen_grids = np.load(grids_path)
+    if len(gen_grids) != len(files):
+        raise ValueError(f"{grids_path} holds {len(gen_grids)} grids for {len(files)} sample files")
+    train = IndexDataset(index_dir, "train")
+    test = IndexDataset(index_dir, split)
+    if len(train) == 0 or len(test) == 0:
+        return {"skipped": f"the index dataset {index_dir} needs non-empty train and {split} splits"}
+    if len(train_dataset) != len(train):
+        raise ValueError(
+            f"the index dataset {index_dir} has {len(train)} train grids but the data has "
+            f"{len(train_dataset)} train images: re-run encode for this data"
+        )
+    gen_dist, gen_row = nearest_hamming(gen_grids, train.indices, device)
+    test_dist, _ = nearest_hamming(test.indices, train.indices, device)
+    section: dict = {
+        "code_space": {
+            "distance": "Hamming: fraction of grid positions whose codes differ",
+            **memorization_summary(gen_dist, test_dist, percentile, num_bootstrap, seed),
+            "n_train": len(train),
+        }
+    }
+    size = tuple(gen_grids.shape[1:])
+    picture_size = tuple(next(read_images(files[:1], 1)).shape[-2:]) if files else size
+    pairs = closest_pairs(gen_dist, num_pairs)
+    save_png(
+        _pairs_picture(files, train_dataset, pairs, gen_row[pairs], picture_size),
+        out_dir / "memorization.png",
+    )
+    section["code_space"]["picture"] = "memorization.png"
+    section["code_space"]["closest"] = [
+        {"sample": files[i].name, "train_row": int(gen_row[i]), "distance": float(gen_dist[i])} for i in pairs
+    ]
+
+    if cache and "fake" in cache and mem_cfg.get("features", True):
+        rows = real_subset(len(train_dataset), mem_cfg.get("max_train"), seed)
+        loader = _loader(train_dataset, rows, batch_size, num_workers)
+        train_feats = extract_features(
+            cache["extractor"], (b["image"] for b in loader), device, size=cache["size"]
+        )
+        f_dist, f_row = nearest_euclidean(cache["fake"], train_feats, device)
+        t_dist, _ = nearest_euclidean(cache["real"], train_feats, device)
+        pairs = closest_pairs(f_dist, num_pairs)
+        save_png(
+            _pairs_picture(files, train_dataset, pairs, rows[f_row[pairs]], picture_size),
+            out_dir / "memorization_features.png",
+        )
+        section["feature_space"] = {
+            "distance": "Euclidean distance between the FID extractor's features",
+            **memorization_summary(f_dist, t_dist, percentile, num_bootstrap, seed),
+            "n_train": int(len(rows)),
+            "picture": "memorization_features.png",
+        }
+    else:
+        section["feature_space"] = {"skipped": "no feature extractor (see the generation section)"}
+    return section
