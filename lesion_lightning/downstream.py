@@ -384,6 +384,11 @@ def run_utility(cfg: DictConfig) -> dict:
             f"noisy: the {cfg.split} split has fewer than {NOISY_CLASS_SIZE} images of {small}; "
             "read the intervals, not the means"
         )
+    if not any(added.values()):
+        notes.append(
+            "arm (2) adds no generated images (synthetic_per_class=auto and the train classes are equally "
+            "large), so it repeats arm (1); set synthetic_per_class=N to add N per class"
+        )
     short = {c: len(pool[c]) for c in class_names if len(pool[c]) < needed[c]}
     if short:
         notes.append(f"fewer samples than planned: {short} of {needed}")
