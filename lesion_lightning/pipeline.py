@@ -1,4 +1,4 @@
-"""VQ-VAE -> encode -> PixelCNN -> sample -> evaluate for one latent-grid size, resumable.
+"""VQ-VAE -> encode -> PixelCNN -> sample -> evaluate -> utility for one latent-grid size, resumable.
 
 Each stage runs as its own entry point in a subprocess (exactly the command a user would type,
 recorded in pipeline.json), in its own sub-folder of this run's directory. That keeps every stage's
@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from lesion_lightning.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
-STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate")
+STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate", "utility")
 STAGE_PREFIXES = tuple(f"{s}." for s in STAGES)
 # seconds between the running stage's time updates in pipeline.json
 HEARTBEAT_S = 10.0
@@ -107,6 +107,7 @@ class Pipeline:
             "pixelcnn": lambda: self.checkpoint("pixelcnn").is_file(),
             "sample": lambda: (self.dir("sample") / "samples" / "samples.json").is_file(),
             "evaluate": lambda: (self.dir("evaluate") / "metrics.json").is_file(),
+            "utility": lambda: (self.dir("utility") / "metrics.json").is_file(),
         }[stage]()
 
     # ---------------------------------------------------------------- commands
@@ -156,6 +157,16 @@ class Pipeline:
                 f"vqvae_ckpt={self.checkpoint('vqvae')}",
                 f"out_dir={self.dir('sample') / 'samples'}",
                 "overwrite=true",
+            ]
+        elif stage == "utility":
+            args = [
+                "lesion_lightning.utility",
+                f"vqvae_ckpt={self.checkpoint('vqvae')}",
+                f"pixelcnn_ckpt={self.checkpoint('pixelcnn')}",
+                f"samples_dir={self.dir('sample') / 'samples'}",
+                f"out_dir={self.dir('utility')}",
+                f"group={self.group}",
+                f"logger={cfg.log_with}",
             ]
         else:
             args = [
@@ -247,9 +258,13 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path | None = None) -> dict:
         ("PixelCNN checkpoint", pipeline.checkpoint("pixelcnn")),
         ("generated lesions", pipeline.dir("sample") / "samples" / "grid.png"),
         ("metrics", pipeline.dir("evaluate") / "metrics.json"),
+        ("utility", pipeline.dir("utility") / "metrics.json"),
     ):
         if path is not None and path.is_file():
             print(f"  {label + ':':20s} {path}")
+    utility_table = pipeline.dir("utility") / "table.md"
+    if utility_table.is_file():
+        print("\nDownstream utility (do the generated lesions help?):\n" + utility_table.read_text())
     return state
 
 

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lesion_lightning.metrics.distribution import RELIABLE_N
+from lesion_lightning.report_utility import PLOT as UTILITY_PLOT
+from lesion_lightning.report_utility import plot_utility, read_utility, utility_markdown
 from lesion_lightning.utils.io import atomic_write_text
 
 PIPELINE = "pipeline.json"
@@ -179,7 +181,14 @@ def collect_run(pipeline_path: Path) -> dict:
         "samples_grid": run_dir / SAMPLES_GRID if (run_dir / SAMPLES_GRID).is_file() else None,
         "memorization_picture": run_dir / MEMORIZATION if (run_dir / MEMORIZATION).is_file() else None,
         "notes": notes,
+        **_utility(run_dir, stages),
     }
+
+
+def _utility(run_dir: Path, stages: dict) -> dict:
+    """The downstream-utility results (None and a note when that stage was part of the run but lacks them)."""
+    utility, why = read_utility(run_dir)
+    return {"utility": utility, "utility_note": why if "utility" in stages else None}
 
 
 # ------------------------------------------------------------------------------------------------ formatting
@@ -361,6 +370,8 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
     if plot is not None:
         lines += ["", "## Metrics against grid size", "", f"![metrics vs grid size]({_rel(plot, base)})"]
 
+    lines += _utility_section(runs, base)
+
     notes = [(r, n) for r in runs for n in r["notes"]]
     if notes:
         lines += ["", "## Notes", ""]
@@ -439,6 +450,21 @@ def _generation_tables(runs: list[dict]) -> list[str]:
         lines += _table(
             ["grid", "class", "n generated / real", "FID", "KID", "precision", "recall"], class_rows
         )
+    return lines
+
+
+def _utility_section(runs: list[dict], base: Path) -> list[str]:
+    """Downstream utility: one table per grid (arms x metrics with intervals), then the bar plot."""
+    shown = [r for r in runs if r["utility"] is not None or r["utility_note"]]
+    if not shown:
+        return []
+    lines = ["", "## Downstream utility: do the generated lesions help?", ""]
+    for run in shown:
+        lines += [f"### {_grid_label(run['grid'])} (`{_rel(run['run_dir'], base)}`)", ""]
+        lines += utility_markdown(run["utility"]) if run["utility"] else [run["utility_note"]]
+        lines.append("")
+    if any(r["utility"] for r in shown) and (base / UTILITY_PLOT).is_file():
+        lines += [f"![downstream utility]({UTILITY_PLOT})"]
     return lines
 
 
@@ -563,6 +589,7 @@ def write_report(
     runs = collect_runs(sweep_dir) if runs is None else runs
     out = Path(out).resolve() if out else sweep_dir / "report.md"
     plot = plot_metrics(runs, out.parent / PLOT)
+    plot_utility([(_grid_label(r["grid"]), r["utility"]) for r in runs], out.parent / UTILITY_PLOT)
     atomic_write_text(out, render(runs, sweep_dir, out.parent, plot))
     return out
 

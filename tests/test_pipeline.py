@@ -38,6 +38,12 @@ TINY = [
     "pixelcnn.callbacks.rich_progress_bar=null",
     "pixelcnn.data.batch_size=8",
     "sample.num_samples=4",
+    "utility.steps=2",
+    "utility.seeds=2",
+    "utility.batch_size=8",
+    "utility.synthetic_per_class=2",
+    "utility.synthetic_only_per_class=2",
+    "utility.bootstrap.num_resamples=20",
 ]
 
 
@@ -80,7 +86,7 @@ def test_multirun_over_two_grids_writes_report(tmp_path: Path) -> None:
         assert state["grid"] == grid
         groups.add(state["group"])
         assert {s: e["status"] for s, e in state["stages"].items()} == dict.fromkeys(
-            ("vqvae", "encode", "pixelcnn", "sample", "evaluate"), "done"
+            ("vqvae", "encode", "pixelcnn", "sample", "evaluate", "utility"), "done"
         )
         assert json.loads((sweep / job / "encode" / "indices" / "manifest.json").read_text())[
             "grid_size"

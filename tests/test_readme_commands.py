@@ -19,6 +19,7 @@ CONFIG_OF = {
     "encode": "encode",
     "sample": "sample",
     "evaluate": "evaluate",
+    "utility": "utility",
     "pipeline": "pipeline",
     "bench": "bench",
     "score": "score",
