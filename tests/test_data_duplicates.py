@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -201,7 +203,12 @@ def test_encode_and_evaluate_refuse_a_changed_split(moved_copy, tmp_path):
     copy, ckpt = moved_copy
     data = [f"data.root={copy}", f"data.cache_dir={tmp_path / 'cache'}"]
     cfg = compose_config("encode", [f"vqvae_ckpt={ckpt}", *data], tmp_path / "encode")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / "encode" / f".indices.tmp-{dead.pid}"  # left by a killed encode
+    stale.mkdir(parents=True)
     encode(cfg)  # same images: the pinned split loads
+    assert not stale.exists()
     _add_image(copy)
     cfg = compose_config("encode", [f"vqvae_ckpt={ckpt}", *data, "overwrite=true"], tmp_path / "encode")
     with pytest.raises(

@@ -5,9 +5,15 @@ EXIF-rotated, converted to RGB and resized once, in parallel, into ``<cache_dir>
 that every DataLoader worker (and every DDP rank) opens with ``np.load(mmap_mode="r")``.
 
 The key hashes the preprocessing settings (image size, resize mode, minimum size) and every source file's
-relative path, size and modification time: change any of them and a new cache is built. The array
-is written to a temporary name and renamed, then ``index.json`` (the "complete" marker, written
-last) the same way, so an interrupted build never leaves a cache that loads.
+relative path, size and modification time: change any of them and a new cache is built (the path
+is hashed as bytes, so a file name that is not valid UTF-8 still has a key). The array is written to
+a temporary name and renamed, then ``thumbs.npy`` and ``index.json`` (the "complete" marker, written
+last) the same way, so an interrupted build never leaves a cache that loads; the next run removes
+temporaries whose process is gone (:mod:`lesion_lightning.data.stale`).
+
+For duplicate detection (:mod:`lesion_lightning.data.duplicates`) the same decode also yields each
+image's full size, decode scale and a hash of its decoded pixels (``index.json`` ``content``) and a
+32x32 thumbnail (``thumbs.npy``): no image is decoded twice.
 
 Image conversions (:func:`load_rgb`): EXIF orientation applied; grayscale ("L", "1") replicated to
 RGB; 16-bit / 32-bit grayscale ("I;16", "I") scaled to 8 bits (not clipped); "RGBA" / "LA" / palette

@@ -1,9 +1,14 @@
 """``LesionDataModule``: ISIC layouts or synthetic lesions -> grouped split -> resized cache -> batches.
 
 ``prepare_data`` (once per node, on local rank 0, so every DDP rank shares its result): generate
-the synthetic dataset if asked, read the layout, check the inputs, build or reuse the cache, write
-the split file and the bad-input report. ``setup`` (every rank): the same steps, which now find the
-cache and split on disk and only memory-map / load them.
+the synthetic dataset if asked, read the layout, check the inputs, build or reuse the cache, find
+duplicate images, write the split file and the bad-input and duplicate reports (the steps live in
+:mod:`lesion_lightning.data.prepare`). ``setup`` (every rank): the same steps, which now find the
+cache, duplicates and split on disk and only memory-map / load them.
+
+The split is pinned: :meth:`LesionDataModule.state_dict` puts ``{"split_digest", "split_file"}`` into
+every checkpoint (``ckpt["LesionDataModule"]``); ``data.split_file`` + ``data.split_digest`` make a
+datamodule use exactly that split, or refuse when the images on disk no longer match it.
 
 Items and batches are dicts: ``image`` float ``(3, S, S)`` in [0, 1], ``label`` long (index into
 ``class_names``), ``index`` long (position within the split, so encoded grids can be written to
