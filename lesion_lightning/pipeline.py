@@ -126,6 +126,8 @@ class Pipeline:
                 *data,
                 # the one place a pipeline run's grid becomes an architecture
                 f"model.net.num_downsamples={num_downsamples(cfg.image_size, cfg.grid)}",
+                # the grid-free experiment carries no grid tag: W&B filters runs of a sweep by it
+                f"tags=[vqvae,grid{cfg.grid}]",
                 f"group={self.group}",
                 f"logger={cfg.log_with}",
                 "task_name=vqvae",
