@@ -25,8 +25,8 @@ from lesion_lightning.metrics.likelihood import (
     position_nll,
 )
 from lesion_lightning.metrics.prior import marginal_bits_per_dim, model_bits_per_dim, position_log_probs
+from lesion_lightning.metrics.scoring import score
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
-from lesion_lightning.score import score
 from lesion_lightning.utils.checkpoints import load_pixelcnn
 
 K = 7
