@@ -161,11 +161,13 @@ class Pipeline:
                 "overwrite=true",
             ]
         elif stage == "utility":
+            samples = self.dir("sample") / "samples"
             args = [
                 "lesion_lightning.utility",
                 f"vqvae_ckpt={self.checkpoint('vqvae')}",
                 f"pixelcnn_ckpt={self.checkpoint('pixelcnn')}",
-                f"samples_dir={self.dir('sample') / 'samples'}",
+                # the sample stage's lesions are used first; without them the stage generates its own
+                *([f"samples_dir={samples}"] if (samples / "samples.json").is_file() else []),
                 f"out_dir={self.dir('utility')}",
                 f"group={self.group}",
                 f"logger={cfg.log_with}",

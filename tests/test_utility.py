@@ -204,3 +204,23 @@ def test_batched_bootstrap_scores_equal_torchmetrics(num_classes: int) -> None:
         expected = score(probs[idx[b]], labels[idx[b]], task)
         for m in task.metrics:
             assert batched[m][b].item() == pytest.approx(expected[m], abs=1e-6), (m, b)
+
+
+def test_imagenet_weights_load_from_a_local_file_only(tmp_path: Path) -> None:
+    from torchvision.models import resnet18
+
+    from lesion_lightning.models.classifier import build_classifier, load_imagenet_weights
+
+    imagenet = resnet18(weights=None, num_classes=1000)
+    torch.save(imagenet.state_dict(), tmp_path / "resnet18.pth")
+    net = build_classifier("resnet18", 3)
+    load_imagenet_weights(net, tmp_path / "resnet18.pth")
+    assert torch.equal(net.resnet.conv1.weight, imagenet.conv1.weight)
+    assert net.resnet.fc.out_features == 3  # the head stays ours
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="does not hold torchvision ResNet-18 weights"):
+        load_imagenet_weights(net, tmp_path / "other.pth")
+    with pytest.raises(FileNotFoundError, match="pretrained_weights"):
+        load_imagenet_weights(net, tmp_path / "missing.pth")
+    with pytest.raises(ValueError, match="only supported for model=resnet18"):
+        load_imagenet_weights(build_classifier("small_cnn", 2), tmp_path / "resnet18.pth")

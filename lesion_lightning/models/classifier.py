@@ -95,7 +95,12 @@ def load_imagenet_weights(net: nn.Module, path: str | Path) -> None:
         state = state["state_dict"]
     # the ImageNet head has 1000 classes; ours is trained from scratch
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = net.resnet.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = net.resnet.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shape mismatches
+        raise ValueError(
+            f"pretrained_weights={path} does not hold torchvision ResNet-18 weights ({str(err)[:300]})"
+        ) from err
     missing = [k for k in missing if not k.startswith("fc.")]
     if missing or unexpected:
         raise ValueError(
