@@ -197,11 +197,19 @@ def _fmt(value: float | None, spec: str, suffix: str = "") -> str:
 
 
 def _with_ci(value: float | None, interval: tuple[float, float] | None, spec: str) -> str:
-    """'27.25 [26.90, 27.61]': the value and its 95 % interval (value alone where none was computed)."""
+    """'27.25 [26.90, 27.61]': the value and its 95 % interval (value alone where none was computed).
+
+    spec "sig": 2 decimals from 1 up, else 3 significant digits (KID, or FID on a stand-in extractor).
+    """
     if value is None:
         return DASH
-    text = f"{value:{spec}}"
-    return text + (f" [{interval[0]:{spec}}, {interval[1]:{spec}}]" if interval else "")
+
+    def fmt(v: float) -> str:
+        if spec != "sig":
+            return f"{v:{spec}}"
+        return f"{v:.2f}" if abs(v) >= 1 else f"{v:.3g}"
+
+    return fmt(value) + (f" [{fmt(interval[0])}, {fmt(interval[1])}]" if interval else "")
 
 
 def _unreliable(n) -> str:
@@ -214,14 +222,14 @@ def _unreliable(n) -> str:
 def _fid_cell(run: dict) -> str:
     if run["fid"] is None:
         return "skipped" if run["generation_skipped"] else DASH
-    return _unreliable(run["n_generated"]) + _with_ci(run["fid"], run["intervals"]["fid"], ".2f")
+    return _unreliable(run["n_generated"]) + _with_ci(run["fid"], run["intervals"]["fid"], "sig")
 
 
 def _kid_cell(run: dict) -> str:
     if run["fid"] is None:
         return "skipped" if run["generation_skipped"] else DASH
     if run["kid"] is not None:  # full-set unbiased MMD^2 with its bootstrap interval
-        return _unreliable(run["n_generated"]) + _with_ci(run["kid"], run["intervals"]["kid"], ".4f")
+        return _unreliable(run["n_generated"]) + _with_ci(run["kid"], run["intervals"]["kid"], "sig")
     # older metrics.json: torchmetrics' subset mean +- std
     return (
         _unreliable(run["n_generated"])
@@ -431,8 +439,9 @@ def _generation_tables(runs: list[dict]) -> list[str]:
             _grid_label(r["grid"]),
             name,
             f"{stats.get('n_generated')} / {stats.get('n_real')}",
-            _unreliable(stats.get("n_generated")) + _with_ci(stats["fid"], _interval(stats, "fid"), ".2f"),
-            _with_ci(_number(stats, "kid"), _interval(stats, "kid"), ".4f"),
+            _unreliable(stats.get("n_generated")) + _with_ci(stats["fid"], _interval(stats, "fid"), "sig"),
+            _unreliable(stats.get("n_generated"))
+            + _with_ci(_number(stats, "kid"), _interval(stats, "kid"), "sig"),
             _fmt(_number(stats, "precision"), ".3f"),
             _fmt(_number(stats, "recall"), ".3f"),
         ]
