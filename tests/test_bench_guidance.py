@@ -40,6 +40,7 @@ def test_bench_guidance_writes_one_row_per_weight(chain, tmp_path: Path) -> None
         "bench.classifier.batch_size=4",
         "bench.fidelity_resamples=20",
         "bench.eval.fid_bootstrap=5",
+        "bench.eval.prc_k=1",  # the chain's test split has a handful of images
         "bench.device=cpu",
         "hydra.run.dir=b",
         cwd=tmp_path,

@@ -171,6 +171,10 @@ def feature_extractor(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.M
     return module.to(device).eval(), name, False
 
 
+def per_weight_generation(per_weight: dict) -> list[dict]:
+    return [entry["generation"] for entry in per_weight.values()]
+
+
 def _loader(dataset, batch_size: int, num_workers: int):
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     return (batch["image"] for batch in loader)
@@ -188,14 +192,17 @@ def run(cfg: DictConfig) -> dict:
         run_dir = Path(cfg.run_dir)
     else:
         run_dir = train_quickstart(out_dir / "pipeline", list(cfg.pipeline_overrides))
-    vqvae_path, prior_path = stage_checkpoint(run_dir, "vqvae"), stage_checkpoint(run_dir, "pixelcnn")
-    for stage, path in (("vqvae", vqvae_path), ("pixelcnn", prior_path)):
-        if not path.is_file():
-            raise SystemExit(
-                f"bench.run_dir={run_dir}: no {stage} checkpoint ({path}); pass the folder of a finished "
-                "`python -m lesion_lightning.pipeline` run, or bench.run_dir=null to train the quickstart here"
-            )
-    prior, vqvae = PriorCheckpoint(prior_path), VQVAECheckpoint(vqvae_path)
+    prior_path = stage_checkpoint(run_dir, "pixelcnn")
+    if not prior_path.is_file():
+        raise SystemExit(
+            f"bench.run_dir={run_dir}: no prior checkpoint ({prior_path}); pass the folder of a finished "
+            "`python -m lesion_lightning.pipeline` run, or bench.run_dir=null to train the quickstart here"
+        )
+    prior = PriorCheckpoint(prior_path)
+    # the VQ-VAE that encoded the prior's training data (its best checkpoint may be a later one)
+    recorded = Path(prior.vqvae_path) if prior.vqvae_path else None
+    vqvae_path = recorded if recorded and recorded.is_file() else stage_checkpoint(run_dir, "vqvae")
+    vqvae = VQVAECheckpoint(vqvae_path)
     prior.check_pair(vqvae)
     net = prior.load_module("cpu").net
     if not net.num_classes:
@@ -288,6 +295,8 @@ def run(cfg: DictConfig) -> dict:
             f"{extractor_name} is a fixed random-convolution stand-in (no eval.inception_weights): its FID "
             "compares the guidance weights with one another on this run only, never with published FID"
         )
+    skipped = {r.get("precision_recall_skipped") for r in per_weight_generation(per_weight)} - {None}
+    notes += [f"precision / recall skipped: {why}" for why in sorted(skipped)]
     if int(cfg.num_samples) < RELIABLE_N:
         notes.append(f"unreliable FID: < {RELIABLE_N} generated images per weight (reliable=false)")
     return {
