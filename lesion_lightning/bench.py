@@ -85,7 +85,8 @@ def run_bench(name: str, cfg: DictConfig, output_dir: str | Path) -> dict:
         f"\n{name} benchmark on {report['machine']['cpu']} "
         f"({report['machine']['torch_threads']} torch threads, GPU: {report['machine']['gpu']})"
     )
-    print(format_table(result.get("rows", [])))
+    # a benchmark may print a condensed `table` (its bench.json keeps the full rows)
+    print(format_table(result.get("table", result.get("rows", []))))
     for key, value in result.get("ratios", {}).items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
     for note in result.get("notes", []):

@@ -171,6 +171,29 @@ def feature_extractor(cfg: DictConfig, device: torch.device) -> tuple[torch.nn.M
     return module.to(device).eval(), name, False
 
 
+def _with_interval(value, interval) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3g}" + (f" [{interval[0]:.3g}, {interval[1]:.3g}]" if interval else "")
+
+
+def display_row(row: dict, class_names: list[str]) -> dict:
+    """One console-table row: value [95 % interval] per class and for FID, n beside."""
+    out: dict = {"w": row["guidance"] if isinstance(row["guidance"], str) else f"{row['guidance']:g}"}
+    if "s_per_image" in row:
+        out["s/image"] = row["s_per_image"]
+    for name in class_names:
+        out[f"fidelity {name} (n)"] = (
+            f"{_with_interval(row[f'fidelity_{name}'], row[f'fidelity_{name}_ci95'])} ({row[f'n_{name}']})"
+        )
+    if "fid" in row:
+        out["FID [95% CI]"] = _with_interval(row["fid"], row["fid_ci"])
+        out["precision"] = "-" if row["precision"] is None else f"{row['precision']:.3g}"
+        out["recall"] = "-" if row["recall"] is None else f"{row['recall']:.3g}"
+        out["n gen / real"] = f"{row['n_generated']} / {row['n_real']}"
+    return out
+
+
 def per_weight_generation(per_weight: dict) -> list[dict]:
     return [entry["generation"] for entry in per_weight.values()]
 
@@ -301,6 +324,7 @@ def run(cfg: DictConfig) -> dict:
         notes.append(f"unreliable FID: < {RELIABLE_N} generated images per weight (reliable=false)")
     return {
         "rows": rows,
+        "table": [display_row(r, class_names) for r in rows],
         "ratios": ratios,
         "notes": notes,
         "run_dir": str(run_dir),
