@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from clihelpers import compose_config, run_cli
 
-from lesion_lightning.benchmarks.guidance import guidance_weights, sample_config
+from lesion_lightning.benchmarks.guidance import guidance_weights, run, sample_config
 
 
 def test_guidance_bench_config_composes(tmp_path: Path) -> None:
@@ -26,6 +26,11 @@ def test_guidance_bench_config_composes(tmp_path: Path) -> None:
     )
     assert (a.guidance, b.guidance) == (0.0, 3.0) and a.seed == b.seed and a.label_distribution == "train"
     assert a.label is None and a.sampler == "cached" and a.num_samples == 256
+    cfg.bench.run_dir = str(tmp_path / "not_a_run")
+    with pytest.raises(
+        SystemExit, match="no prior checkpoint.*finished `python -m lesion_lightning.pipeline`"
+    ):
+        run(cfg.bench)
 
 
 @pytest.mark.slow
