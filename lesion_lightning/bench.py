@@ -1,6 +1,6 @@
 """Benchmarks: `python -m lesion_lightning.bench <what> [overrides]` prints a table and writes bench.json.
 
-what = train | data | sampler. Each benchmark measures both sides of its comparison in the same run
+what = train | data | sampler | guidance. Each benchmark measures both sides of its comparison in the same run
 and reports their ratio: absolute times on shared machines are noise, ratios are not.
 """
 
@@ -24,6 +24,7 @@ BENCHES = {
     "train": "lesion_lightning.benchmarks.train",
     "data": "lesion_lightning.benchmarks.data",
     "sampler": "lesion_lightning.benchmarks.sampler",
+    "guidance": "lesion_lightning.benchmarks.guidance",
 }
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ def format_table(rows: list[dict]) -> str:
     def fmt(v) -> str:
         if isinstance(v, float):
             return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.3e}"
+        if isinstance(v, list | tuple):  # an interval
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
         return str(v)
 
     cells = [[fmt(row.get(c, "")) for c in cols] for row in rows]
@@ -82,9 +85,12 @@ def run_bench(name: str, cfg: DictConfig, output_dir: str | Path) -> dict:
         f"\n{name} benchmark on {report['machine']['cpu']} "
         f"({report['machine']['torch_threads']} torch threads, GPU: {report['machine']['gpu']})"
     )
-    print(format_table(result.get("rows", [])))
+    # a benchmark may print a condensed `table` (its bench.json keeps the full rows)
+    print(format_table(result.get("table", result.get("rows", []))))
     for key, value in result.get("ratios", {}).items():
         print(f"{key}: {value:.4g}" if isinstance(value, float) else f"{key}: {value}")
+    for note in result.get("notes", []):
+        print(f"- {note}")
     print(f"\nwritten to {path}")
     return report
 

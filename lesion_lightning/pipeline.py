@@ -76,6 +76,13 @@ def num_downsamples(image_size: int, grid: int) -> int:
     return n
 
 
+def stage_checkpoint(run_dir: str | Path, stage: str) -> Path:
+    """Best checkpoint by val/loss of a pipeline run's finished training stage, else its last."""
+    ckpts = Path(run_dir) / stage / "checkpoints"
+    best = sorted(ckpts.glob("best-*.ckpt"))
+    return best[-1] if best else ckpts / "last.ckpt"
+
+
 class Pipeline:
     def __init__(self, cfg: DictConfig, run_dir: Path) -> None:
         self.cfg = cfg
@@ -93,10 +100,7 @@ class Pipeline:
         return self.run_dir / stage
 
     def checkpoint(self, stage: str) -> Path:
-        """Best checkpoint by val/loss of a finished training stage, else its last."""
-        ckpts = self.dir(stage) / "checkpoints"
-        best = sorted(ckpts.glob("best-*.ckpt"))
-        return best[-1] if best else ckpts / "last.ckpt"
+        return stage_checkpoint(self.run_dir, stage)
 
     def complete(self, stage: str) -> bool:
         if self.state["stages"].get(stage, {}).get("status") != "done":
