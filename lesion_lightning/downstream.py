@@ -40,6 +40,7 @@ from lesion_lightning.metrics.utility import NOISY_CLASS_SIZE, Task, class_fidel
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.modules.classifier_module import ClassifierModule, predict_proba
 from lesion_lightning.report_utility import PLOT, plot_utility, utility_markdown
+from lesion_lightning.utils.config import plain_settings
 from lesion_lightning.utils.instantiate import instantiate_loggers
 from lesion_lightning.utils.io import atomic_write_json, atomic_write_text
 from lesion_lightning.utils.runtime import pick_device
@@ -227,7 +228,7 @@ def run_utility(cfg: DictConfig) -> dict:
     base = {
         "vqvae_ckpt": str(Path(cfg.vqvae_ckpt).resolve()),
         "pixelcnn_ckpt": str(Path(cfg.pixelcnn_ckpt).resolve()),
-        "settings": _settings(cfg),
+        "settings": plain_settings(cfg),
     }
     skipped = None
     if len(class_names) < 2:
@@ -439,14 +440,6 @@ def flat_metrics(results: dict) -> dict[str, float]:
         if e.get("generated_accuracy") is not None:
             flat[f"utility/fidelity/{c}"] = float(e["generated_accuracy"])
     return flat
-
-
-def _settings(cfg: DictConfig) -> dict:
-    return {
-        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-        for k, v in cfg.items()
-        if k != "hydra"
-    }
 
 
 def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:

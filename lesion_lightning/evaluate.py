@@ -36,6 +36,7 @@ from lesion_lightning.metrics.prior import marginal_bits_per_grid, model_bits_pe
 from lesion_lightning.metrics.sample_quality import generation_metrics, memorization_metrics
 from lesion_lightning.metrics.stats import mean_interval, per_image_psnr, with_interval
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
+from lesion_lightning.utils.config import plain_settings
 from lesion_lightning.utils.instantiate import instantiate_loggers
 from lesion_lightning.utils.io import atomic_write_json, save_png
 from lesion_lightning.utils.runtime import pick_device
@@ -344,14 +345,6 @@ def format_table(results: dict, split: str = "test") -> str:
     return "\n".join(lines)
 
 
-def _settings(cfg: DictConfig) -> dict:
-    return {
-        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-        for k, v in cfg.items()
-        if k != "hydra"
-    }
-
-
 def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:
     """Send the flat metrics (and the reconstructions picture) to the `logger` group's loggers."""
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -361,7 +354,7 @@ def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:
     picture = out_dir / "reconstructions.png"
     try:
         for logger in loggers:
-            logger.log_hyperparams(_settings(cfg))
+            logger.log_hyperparams(plain_settings(cfg))
             logger.log_metrics(flat, step=0)
             if isinstance(logger, WandbLogger):
                 if picture.is_file():
@@ -438,7 +431,7 @@ def evaluate(cfg: DictConfig) -> dict:
     )
     results["memorization"] = memorization_section(cfg, dm, prior, out_dir, device, features)
     results["metrics"] = flat_metrics(results, cfg.split)
-    results["settings"] = _settings(cfg)
+    results["settings"] = plain_settings(cfg)
     atomic_write_json(out_dir / "metrics.json", results)
     print(format_table(results, cfg.split))
     print(f"metrics: {out_dir / 'metrics.json'}")

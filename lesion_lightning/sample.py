@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lesion_lightning.models.sampling import auto_batch_size
-from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
+from lesion_lightning.modules.checkpoints import PriorCheckpoint
 from lesion_lightning.utils.grid import captioned_grid
 from lesion_lightning.utils.io import atomic_write_json, save_png
 from lesion_lightning.utils.labels import sample_labels
@@ -92,13 +92,7 @@ def sample(cfg: DictConfig) -> Path:
         raise ValueError(f"batch_size must be `auto` or an integer >= 1, got {cfg.batch_size!r}")
     device = pick_device(cfg.device)
     prior = PriorCheckpoint(cfg.pixelcnn_ckpt)
-    vqvae_path = cfg.vqvae_ckpt or prior.vqvae_path
-    if not vqvae_path:
-        raise ValueError(
-            "vqvae_ckpt is not set and the PixelCNN checkpoint records none; pass vqvae_ckpt=PATH"
-        )
-    vqvae_ckpt = VQVAECheckpoint(vqvae_path)
-    prior.check_pair(vqvae_ckpt)
+    vqvae_ckpt = prior.paired_vqvae(cfg.vqvae_ckpt)
     h, w = prior.grid_size
     pixelcnn = prior.load_module(device)
     vqvae = vqvae_ckpt.load_module(device)
@@ -168,7 +162,7 @@ def sample(cfg: DictConfig) -> Path:
             tmp / "samples.json",
             {
                 "pixelcnn_ckpt": str(Path(cfg.pixelcnn_ckpt).resolve()),
-                "vqvae_ckpt": str(Path(vqvae_path).resolve()),
+                "vqvae_ckpt": str(Path(vqvae_ckpt.path).resolve()),
                 "vqvae_fingerprint": vqvae_ckpt.fingerprint,
                 "settings": OmegaConf.to_container(cfg, resolve=True),
                 "grid_size": [h, w],

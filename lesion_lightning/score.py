@@ -267,13 +267,7 @@ def score(cfg: DictConfig) -> dict:
     if cfg.batch_size < 1 or cfg.num_pictures < 0:
         raise ValueError("batch_size must be >= 1 and num_pictures >= 0")
     prior = PriorCheckpoint(cfg.pixelcnn_ckpt)
-    vqvae_path = cfg.vqvae_ckpt or prior.vqvae_path
-    if not vqvae_path:
-        raise ValueError(
-            "vqvae_ckpt is not set and the PixelCNN checkpoint records none; pass vqvae_ckpt=PATH"
-        )
-    vqvae_ckpt = VQVAECheckpoint(vqvae_path)
-    prior.check_pair(vqvae_ckpt)
+    vqvae_ckpt = prior.paired_vqvae(cfg.vqvae_ckpt)
     pixelcnn = prior.load_module(device)
     vqvae = vqvae_ckpt.load_module(device)
     baseline, index_dir = _baseline(cfg, prior, vqvae_ckpt.fingerprint, device)
@@ -298,7 +292,7 @@ def score(cfg: DictConfig) -> dict:
     out_dir = Path(cfg.out_dir)
     result: dict = {
         "pixelcnn_ckpt": str(Path(cfg.pixelcnn_ckpt).resolve()),
-        "vqvae_ckpt": str(Path(vqvae_path).resolve()),
+        "vqvae_ckpt": str(Path(vqvae_ckpt.path).resolve()),
         "index_dataset": index_dir,
         "conditioning": conditioning,
         "grid_size": list(grid),

@@ -174,6 +174,17 @@ class PriorCheckpoint(StageCheckpoint[PixelCNNModule]):
                 "training data."
             )
 
+    def paired_vqvae(self, vqvae_ckpt: str | Path | None = None) -> VQVAECheckpoint:
+        """The VQ-VAE to decode/encode with: `vqvae_ckpt`, else the one recorded at training; pair checked."""
+        path = vqvae_ckpt or self.vqvae_path
+        if not path:
+            raise ValueError(
+                "vqvae_ckpt is not set and the PixelCNN checkpoint records none; pass vqvae_ckpt=PATH"
+            )
+        vqvae = VQVAECheckpoint(path)
+        self.check_pair(vqvae)
+        return vqvae
+
 
 # ---------------------------------------------------------------------------- one-call shortcuts
 def load_vqvae(path: str | Path, device: str | torch.device = "cpu", key: str = "vqvae_ckpt") -> VQVAEModule:

@@ -15,17 +15,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
 from lesion_lightning.models.classifier import build_classifier, load_imagenet_weights
-from lesion_lightning.modules.optim import adam_with_schedule
+from lesion_lightning.modules.base import LesionModule
 
 
-class ClassifierModule(L.LightningModule):
+class ClassifierModule(LesionModule):
     """Cross-entropy over ``class_names``; logs ``{stage}/loss``, ``{stage}/balanced_accuracy`` (mean
     per-class recall) and, outside training, ``{stage}/auroc`` (macro one-vs-rest).
 
@@ -98,20 +97,6 @@ class ClassifierModule(L.LightningModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
         return self(batch["image"]).softmax(-1)
-
-    def configure_optimizers(self):
-        h = self.hparams
-        return adam_with_schedule(
-            self.parameters(),
-            h.lr,
-            h.weight_decay,
-            h.scheduler,
-            h.warmup_steps,
-            self.trainer.estimated_stepping_batches,
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lesion_lightning"] = {"module": type(self).__name__}
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> ClassifierModule:

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import math
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
-from lesion_lightning.modules.optim import adam_with_schedule
+from lesion_lightning.modules.base import LesionModule
 
 
-class PixelCNNModule(L.LightningModule):
+class PixelCNNModule(LesionModule):
     """Cross-entropy over the K codes at every grid position.
 
     Logs `{stage}/loss` (nats per position), `{stage}/bits_per_dim` (loss / ln 2) and
@@ -94,20 +93,6 @@ class PixelCNNModule(L.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "test")
-
-    def configure_optimizers(self):
-        h = self.hparams
-        return adam_with_schedule(
-            self.parameters(),
-            h.lr,
-            h.weight_decay,
-            h.scheduler,
-            h.warmup_steps,
-            self.trainer.estimated_stepping_batches,
-        )
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lesion_lightning"] = {"module": type(self).__name__}
 
     # ------------------------------------------------------------------ samples for the image logger
     @torch.no_grad()

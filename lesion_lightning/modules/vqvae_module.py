@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from lesion_lightning.metrics.codebook import CodebookUsage
 from lesion_lightning.models.vqvae import VQVAE
-from lesion_lightning.modules.optim import adam_with_schedule
+from lesion_lightning.modules.base import LesionModule
 
 
-class VQVAEModule(L.LightningModule):
+class VQVAEModule(LesionModule):
     """loss = MSE(recon, x) + codebook + beta * commitment (beta inside the quantizer).
 
     Logs `{stage}/loss`, `recon_loss`, `codebook_loss`, `commitment_loss`; on val/test also PSNR (mean of
@@ -110,23 +109,9 @@ class VQVAEModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_usage("test")
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["lesion_lightning"] = {"module": type(self).__name__}
-
     @torch.no_grad()
     def images_for_logging(self, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
         """Originals (top row) above their reconstructions (bottom row)."""
         x = batch["image"]
         recon = self.net(x).recon.clamp(0, 1)
         return {"reconstructions": (torch.cat([x, recon.to(x.dtype)]), x.size(0))}
-
-    def configure_optimizers(self):
-        h = self.hparams
-        return adam_with_schedule(
-            self.parameters(),
-            h.lr,
-            h.weight_decay,
-            h.scheduler,
-            h.warmup_steps,
-            self.trainer.estimated_stepping_batches,
-        )

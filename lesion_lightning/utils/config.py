@@ -37,3 +37,12 @@ def fill_model_from_data(model_cfg: DictConfig, datamodule) -> DictConfig:
             if key != "net" and model_cfg.get(key) is None:
                 model_cfg[key] = value
     return model_cfg
+
+
+def plain_settings(cfg: DictConfig) -> dict:
+    """The stage's resolved config as plain values, without Hydra's own node (for metrics.json and loggers)."""
+    return {
+        k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+        for k, v in cfg.items()
+        if k != "hydra"
+    }
