@@ -138,7 +138,7 @@ def test_split_scores_equal_the_priors_test_bits_per_dim(chain, tmp_path) -> Non
     )
 
 
-def fine_tuned_prior(chain, path: Path, steps: int = 60) -> Path:
+def fine_tuned_prior(chain, path: Path, steps: int = 200) -> Path:
     """The chain's prior trained `steps` more full-batch steps on its train grids: one epoch leaves it near
     uniform, which tells nothing from anything. Saved as a checkpoint of the same kind and pairing."""
     torch.manual_seed(0)
