@@ -22,7 +22,7 @@ from pathlib import Path
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.report_utility import PLOT as UTILITY_PLOT
 from lesion_lightning.report_utility import plot_utility, read_utility, utility_markdown
-from lesion_lightning.utils.io import atomic_write_text
+from lesion_lightning.utils.io import atomic_write_text, save_figure
 
 PIPELINE = "pipeline.json"
 STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate")
@@ -557,11 +557,8 @@ def plot_metrics(runs: list[dict], path: Path) -> Path:
         ax.set_title(title, fontsize=9)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

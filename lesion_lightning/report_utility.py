@@ -1,12 +1,13 @@
 """Tables and bar plot of the downstream-utility stage (`utility/metrics.json`), for the stage's own
-console output and the sweep report. Pure formatting: no torch, matplotlib imported only to plot."""
+console output and the sweep report. Pure formatting: matplotlib imported only to plot, saved like every picture (utils.io.save_figure)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
+
+from lesion_lightning.utils.io import save_figure
 
 METRICS_JSON = Path("utility/metrics.json")
 PLOT = "utility.png"
@@ -184,9 +185,6 @@ def plot_utility(entries: list[tuple[str, dict]], path: Path) -> Path | None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(arms), fontsize=8)
     fig.tight_layout(rect=(0, 0.07, 1, 1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=110)
+    save_figure(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

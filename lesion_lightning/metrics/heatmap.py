@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from lesion_lightning.utils.io import save_figure
 
 
 @dataclass
@@ -26,15 +27,6 @@ class ScoredImage:
 def upsample(nll: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
     """(H, W) map -> (S, S) numpy, nearest: each code covers its patch of pixels, no invented detail."""
     return F.interpolate(nll[None, None].float(), size=size, mode="nearest")[0, 0].cpu().numpy()
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
-    return path
 
 
 def heatmap_figure(rows: list[ScoredImage], title: str, path: str | Path, vmax: float) -> Path:
@@ -61,7 +53,7 @@ def heatmap_figure(rows: list[ScoredImage], title: str, path: str | Path, vmax: 
             ax.set_axis_off()
     fig.suptitle(title, fontsize=9)
     fig.colorbar(mappable, ax=axes[:, 2].tolist(), label="-log2 p(code | codes before), bits", shrink=0.8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)
 
 
 def roc_figure(curves: dict[str, dict], title: str, path: str | Path) -> Path:
@@ -80,4 +72,4 @@ def roc_figure(curves: dict[str, dict], title: str, path: str | Path) -> Path:
     ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=100)

@@ -41,3 +41,13 @@ def save_png(image: torch.Tensor, path: str | Path) -> Path:
     Image.fromarray(to_uint8_hwc(image)).save(tmp, format="PNG")
     os.replace(tmp, path)
     return path
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Save a matplotlib figure as PNG, atomically (the caller closes it)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    fig.savefig(tmp, format="png", dpi=dpi)
+    os.replace(tmp, path)
+    return path
