@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from lesion_lightning.utils.finite import read_divergence
 from lesion_lightning.utils.io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -242,6 +243,16 @@ class Pipeline:
             if proc.returncode != 0:
                 entry.update({"status": "failed", "returncode": proc.returncode, "seconds": spent + seconds})
                 self.save()
+                diverged = read_divergence(self.dir(stage))
+                if diverged is not None:
+                    entry["diverged_at_step"] = diverged.get("step")
+                    self.save()
+                    raise RuntimeError(
+                        f"pipeline stopped at stage `{stage}`: its training diverged, so no later stage "
+                        f"ran.\n{diverged.get('message')}\nIn the pipeline, pass the fix as "
+                        f"`{stage}.model.lr=...` (or `{stage}.trainer.gradient_clip_val=...`) and re-run "
+                        "the same command: the stage resumes from its last finite last.ckpt."
+                    )
                 raise RuntimeError(
                     f"pipeline stage `{stage}` failed (exit {proc.returncode}); its output is "
                     f"above and in {self.dir(stage)}. Re-run the same command to resume."
