@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -76,8 +77,6 @@ def stage_run_id(run_dir: str | Path, resume_from: str | None = None) -> str:
             if path != own:
                 atomic_write_text(own, run_id + "\n")
             return run_id
-    import wandb
-
-    run_id = wandb.util.generate_id()
+    run_id = secrets.token_hex(4)  # 8 of [0-9a-f], within W&B's allowed run-id characters
     atomic_write_text(own, run_id + "\n")
     return run_id
