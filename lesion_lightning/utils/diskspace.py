@@ -71,6 +71,20 @@ def ensure_free_space(path: str | Path, needed: int, what: str, hint: str) -> No
         raise DiskSpaceError(errno.ENOSPC, _message(what, path, needed, free, hint))
 
 
+def raise_if_disk_error(
+    err: OSError, path: str | Path, what: str, hint: str, needed: int | None = None
+) -> None:
+    """Raise :class:`DiskSpaceError` from ``err`` when it is ENOSPC / EFBIG / EDQUOT (else return)."""
+    if isinstance(err, DiskSpaceError) or err.errno not in DISK_ERRNOS:
+        return
+    try:
+        free = free_bytes(path)
+    except OSError:
+        free = None
+    cause = f"{errno.errorcode.get(err.errno, err.errno)}: {err.strerror or err}"
+    raise DiskSpaceError(err.errno, _message(what, Path(path), needed, free, hint, cause)) from err
+
+
 @contextmanager
 def reporting_disk_errors(
     path: str | Path, what: str, hint: str, needed: int | None = None, temporaries: Iterable[Path] = ()
@@ -82,15 +96,10 @@ def reporting_disk_errors(
         _remove(temporaries)
         raise
     except OSError as err:
-        if err.errno not in DISK_ERRNOS:
-            raise
-        _remove(temporaries)
-        try:
-            free = free_bytes(path)
-        except OSError:
-            free = None
-        cause = f"{errno.errorcode.get(err.errno, err.errno)}: {err.strerror or err}"
-        raise DiskSpaceError(err.errno, _message(what, Path(path), needed, free, hint, cause)) from err
+        if err.errno in DISK_ERRNOS:
+            _remove(temporaries)
+        raise_if_disk_error(err, path, what, hint, needed)
+        raise
 
 
 def _remove(paths: Iterable[Path]) -> None:
