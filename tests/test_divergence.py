@@ -230,3 +230,32 @@ def test_diverging_vqvae_run_fails_and_leaves_no_nan_checkpoint(tmp_path: Path) 
     for ckpt in (tmp_path / "checkpoints").glob("*.ckpt"):
         assert all_finite(ckpt), f"{ckpt.name} holds non-finite weights"
     assert (tmp_path / "diverged.json").is_file(), "the record the pipeline reads to say why it stopped"
+
+
+@pytest.mark.slow
+def test_pipeline_stops_at_the_diverged_stage_and_says_so(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from test_pipeline import TINY
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lesion_lightning.pipeline",
+            *TINY,
+            "grid=8",
+            "stages=[vqvae,encode]",
+            "vqvae.model.lr=1e6",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode != 0
+    assert "pipeline stopped at stage `vqvae`: its training diverged" in proc.stderr, proc.stderr[-3000:]
+    assert "vqvae.model.lr=" in proc.stderr and "train/recon_loss" in proc.stderr
+    assert not (tmp_path / "run" / "encode").exists(), "no later stage ran"
