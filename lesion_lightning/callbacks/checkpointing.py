@@ -99,6 +99,21 @@ class FiniteModelCheckpoint(ModelCheckpoint):
             refuse_nonfinite(trainer, self.monitor, monitor_candidates)
         super()._save_last_checkpoint(trainer, monitor_candidates)
 
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Lightning writes last.ckpt here when this callback never did; for the interval callback that
+        # would overwrite the epoch callback's final last.ckpt with a post-training copy (epoch + 1)
+        others = [
+            cb
+            for cb in trainer.checkpoint_callbacks
+            if cb is not self
+            and isinstance(cb, ModelCheckpoint)
+            and cb.save_last
+            and cb.dirpath == self.dirpath
+        ]
+        if self._train_time_interval is not None and others:
+            return
+        super().on_train_end(trainer, pl_module)
+
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         with checkpoint_space(trainer, filepath):
             super()._save_checkpoint(trainer, filepath)
