@@ -16,9 +16,10 @@ from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.data.generated import GeneratedImages, read_labelled_samples
 from lesion_lightning.data.synthetic import render_lesion
 from lesion_lightning.data.transforms import ImageTransform
-from lesion_lightning.downstream import synthetic_plan, train_classifier
+from lesion_lightning.downstream.plan import synthetic_plan
 from lesion_lightning.metrics.utility import Task, compare_arms, score
 from lesion_lightning.modules.classifier_module import load_classifier, predict_proba
+from lesion_lightning.modules.classifier_training import train_classifier
 
 SMALL_CNN = {
     "_target_": "lesion_lightning.modules.classifier_module.ClassifierModule",
@@ -178,10 +179,12 @@ def test_utility_cli_on_the_chain(chain, tmp_path: Path) -> None:
     )
 
     # the sweep report shows the table and the bar plot
-    (run / "pipeline.json").write_text(
-        json.dumps({"grid": 8, "stages": {"utility": {"status": "done", "seconds": 1.0}}})
+    from lesion_lightning.report.publish import write_report
+    from lesion_lightning.utils.run_folder import PipelineRecord, StageRecord
+
+    PipelineRecord(grid=8, stages={"utility": StageRecord(status="done", seconds=1.0)}).save(
+        run / "pipeline.json"
     )
-    from lesion_lightning.report import write_report
 
     report = write_report(tmp_path).read_text()
     assert "Downstream utility" in report and "(3) synthetic only" in report
