@@ -176,7 +176,7 @@ def display_row(row: dict, class_names: list[str]) -> dict:
         out["s/image"] = row["s_per_image"]
     for name in class_names:
         out[f"fidelity {name} (n)"] = (
-            f"{_with_interval(row[f'fidelity_{name}'], row[f'fidelity_{name}_ci95'])} ({row[f'n_{name}']})"
+            f"{_with_interval(row[f'fidelity_{name}'], row[f'fidelity_{name}_ci'])} ({row[f'n_{name}']})"
         )
     if "fid" in row:
         out["FID [95% CI]"] = _with_interval(row["fid"], row["fid_ci"])
@@ -272,7 +272,7 @@ def run(cfg: DictConfig) -> dict:
         row: dict = {"guidance": w, "s_per_image": float(meta["seconds_per_image"])}
         for name, entry in fidelity.items():
             row[f"fidelity_{name}"] = entry["generated_accuracy"]
-            row[f"fidelity_{name}_ci95"] = entry["generated_ci95"]
+            row[f"fidelity_{name}_ci"] = entry["generated_accuracy_ci"]
             row[f"n_{name}"] = entry["n_generated"]
         row.update({k: generation.get(k) for k in ("fid", "fid_ci", "precision", "recall")})
         row.update(
@@ -294,7 +294,7 @@ def run(cfg: DictConfig) -> dict:
     reference = {"guidance": f"real {cfg.split} images"}
     for name, entry in fidelity.items():
         reference[f"fidelity_{name}"] = entry["real_test_accuracy"]
-        reference[f"fidelity_{name}_ci95"] = entry["real_test_ci95"]
+        reference[f"fidelity_{name}_ci"] = entry["real_test_accuracy_ci"]
         reference[f"n_{name}"] = entry["n_real_test"]
     rows.append(reference)
 

@@ -121,7 +121,7 @@ def plot_utility(entries: list[tuple[str, dict]], path: Path) -> Path | None:
                 if not is_number(mean):
                     continue
                 x = i + (a - (len(arms) - 1) / 2) * width
-                ci = e["ci95"].get(m) or [mean, mean]
+                ci = e["mean_ci"].get(m) or [mean, mean]
                 xs.append(x)
                 ys.append(mean)
                 lo.append(mean - ci[0])

@@ -49,7 +49,7 @@ def utility_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             [
                 ARM_TITLES.get(arm, arm),
                 f"{size.get('real', 0)} + {size.get('synthetic', 0)}",
-                *(_cell(entry["mean"][m], entry["sd"][m], entry["ci95"][m]) for m in metrics),
+                *(_cell(entry["mean"][m], entry["sd"][m], entry["mean_ci"][m]) for m in metrics),
             ]
         )
     for name, diff in results["differences"].items():
@@ -57,7 +57,7 @@ def utility_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             [
                 DIFF_TITLES.get(name, name),
                 "paired, same test images",
-                *(_cell(diff[m]["mean"], None, diff[m]["ci95"], signed=True) for m in metrics),
+                *(_cell(diff[m]["mean"], None, diff[m]["mean_ci"], signed=True) for m in metrics),
             ]
         )
     return header, rows
@@ -76,9 +76,9 @@ def fidelity_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 name,
-                _cell(e.get("generated_accuracy"), e.get("generated_sd"), e.get("generated_ci95")),
+                _cell(e.get("generated_accuracy"), e.get("generated_sd"), e.get("generated_accuracy_ci")),
                 str(e.get("n_generated", 0)),
-                _cell(e.get("real_test_accuracy"), e.get("real_test_sd"), e.get("real_test_ci95")),
+                _cell(e.get("real_test_accuracy"), e.get("real_test_sd"), e.get("real_test_accuracy_ci")),
                 str(e.get("n_real_test", 0)),
             ]
         )
