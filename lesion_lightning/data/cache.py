@@ -38,8 +38,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from lesion_lightning.data.duplicates import THUMB, Content, pixel_digest, thumbnail
 from lesion_lightning.data.imageops import RESIZE_MODES, resize_image, to_rgb
 from lesion_lightning.data.records import name_bytes, shown
-from lesion_lightning.data.stale import tmp_tag
 from lesion_lightning.utils.diskspace import ensure_free_space, raise_if_disk_error, reporting_disk_errors
+from lesion_lightning.utils.io import tmp_tag
 
 # where the cache goes instead when its disk is full
 CACHE_DIR_HINT = "data.cache_dir=<a folder with room>"
