@@ -259,3 +259,12 @@ def test_pipeline_stops_at_the_diverged_stage_and_says_so(tmp_path: Path) -> Non
     assert "pipeline stopped at stage `vqvae`: its training diverged" in proc.stderr, proc.stderr[-3000:]
     assert "vqvae.model.lr=" in proc.stderr and "train/recon_loss" in proc.stderr
     assert not (tmp_path / "run" / "encode").exists(), "no later stage ran"
+
+
+def test_mixed_precision_run_names_its_precision_and_suggests_full_precision(tmp_path: Path) -> None:
+    module = tiny_module("vqvae")
+    poison_loss_from(module, 2)
+    trainer = trainer_for(tmp_path, precision="bf16-mixed")
+    with pytest.raises(RuntimeError, match="non-finite") as err:
+        trainer.fit(module, DataLoader(Batches("vqvae"), batch_size=4))
+    assert "precision: bf16-mixed" in str(err.value) and "trainer.precision=32-true" in str(err.value)
