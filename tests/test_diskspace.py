@@ -141,7 +141,7 @@ def test_checkpoint_write_that_fails_with_enospc_is_reported(tmp_path: Path, mon
 
 def test_encode_and_sample_refuse_early_on_a_full_disk(chain, tmp_path: Path, monkeypatch) -> None:
     from lesion_lightning.encode import encode
-    from lesion_lightning.sample import sample
+    from lesion_lightning.samples.folder import sample_to_folder as sample
 
     cfg = compose_config("encode", [f"vqvae_ckpt={chain['vqvae']}", f"out_dir={tmp_path / 'idx'}"], tmp_path)
     low_disk(monkeypatch, free=100)
