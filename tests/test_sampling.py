@@ -270,3 +270,33 @@ def test_truncation_keeps_the_top_k_and_the_nucleus() -> None:
     ):
         with pytest.raises(ValueError, match=match):
             sample_cached(make_model(num_layers=1), 1, 2, 2, **kwargs)
+
+
+def _state_bytes(state) -> int:
+    """Bytes of every per-batch tensor IncrementalState holds (weights excluded: shared by all grids)."""
+    seen, total = set(), 0
+    for value in vars(state).values():
+        for t in value if isinstance(value, list) else [value]:
+            if isinstance(t, torch.Tensor) and id(t) not in seen and t.shape[:1] == (state.B,):
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+    return total
+
+
+def test_auto_batch_size_counts_the_guidance_streams() -> None:
+    """The memory model against what the cached sampler really allocates: guided sampling runs 2B
+    rows, so its per-grid estimate must cover twice the state, and the batch it picks halves."""
+    from lesion_lightning.models.sampling import IncrementalState, auto_batch_size, bytes_per_grid
+
+    model = make_model(num_classes=3, null_class=True)
+    h = w = 8
+    labels = torch.tensor([0, 1, 2, 0])
+    plain = _state_bytes(IncrementalState(model, 4, h, w, labels)) / 4
+    guided = _state_bytes(IncrementalState(model, 8, h, w, torch.cat([labels, labels]))) / 4
+    assert guided == pytest.approx(2 * plain, rel=0.01)  # the real cost: two streams per grid
+    assert bytes_per_grid(model, h, w, streams=1) >= plain
+    assert bytes_per_grid(model, h, w, streams=2) >= guided
+    budget = 100 * bytes_per_grid(model, h, w, streams=2)
+    one = auto_batch_size(model, h, w, 10_000, torch.device("cpu"), guidance=0.0, budget=budget)
+    two = auto_batch_size(model, h, w, 10_000, torch.device("cpu"), guidance=2.0, budget=budget)
+    assert two == 100 and 180 <= one <= 200

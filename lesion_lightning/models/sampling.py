@@ -540,25 +540,41 @@ def sample(
 MAX_AUTO_BATCH = 256
 
 
+def bytes_per_grid(model: GatedPixelCNN, height: int, width: int, streams: int = 1) -> int:
+    """Memory the cached sampler holds per requested grid: per stream (2 with guidance: the conditional
+    and the "no class" rows run as one batch of 2B) a few rows of activations per layer plus one
+    position's logits, and once per grid the code grid itself (long) and its uniforms."""
+    per_stream = (
+        model.num_layers * (model.kernel_size // 2 + 4) * width * 4 * model.channels + 4 * model.num_codes
+    )
+    return 4 * (streams * per_stream + 2 * height * width)
+
+
 def auto_batch_size(
-    model: GatedPixelCNN, height: int, width: int, num_samples: int, device: torch.device
+    model: GatedPixelCNN,
+    height: int,
+    width: int,
+    num_samples: int,
+    device: torch.device,
+    guidance: float = 0.0,
+    budget: int | None = None,
 ) -> int:
     """As many grids per sampling batch as the memory budget allows (bigger batches amortise each step).
 
-    The cached sampler holds, per grid, a few rows of activations per layer plus one position's
-    logits; budget half the free GPU memory, or a quarter of the free RAM (at most 8 GiB) on CPU.
+    Budget (bytes): half the free GPU memory, or a quarter of the free RAM (at most 8 GiB) on CPU.
+    Guidance (w > 0) doubles the streams, so it halves the batch.
     """
-    per_grid = 4 * (
-        model.num_layers * (model.kernel_size // 2 + 4) * width * 4 * model.channels
-        + 4 * model.num_codes
-        + 2 * height * width
-    )
-    if device.type == "cuda":
-        budget = torch.cuda.mem_get_info(device)[0] // 2
-    else:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):  # pragma: no cover - non-POSIX
-            avail = 4 << 30
-        budget = min(avail // 4, 8 << 30)
+    per_grid = bytes_per_grid(model, height, width, streams=2 if guidance else 1)
+    if budget is None:
+        budget = memory_budget(device)
     return int(max(1, min(num_samples, MAX_AUTO_BATCH, budget // per_grid)))
+
+
+def memory_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # pragma: no cover - non-POSIX
+        avail = 4 << 30
+    return min(avail // 4, 8 << 30)

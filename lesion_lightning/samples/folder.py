@@ -111,7 +111,7 @@ def sample_to_folder(cfg: DictConfig) -> Path:
     )
 
     batch_size = (
-        auto_batch_size(pixelcnn.net, h, w, cfg.num_samples, device)
+        auto_batch_size(pixelcnn.net, h, w, cfg.num_samples, device, guidance=float(cfg.guidance))
         if cfg.batch_size == "auto"
         else int(cfg.batch_size)
     )
