@@ -25,7 +25,6 @@ first into ``<out_dir>/pipeline`` (CPU minutes).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -38,6 +37,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from lesion_lightning.data.generated import SamplesFolder
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.metrics.generation import build_inception, read_images, sample_files
 from lesion_lightning.metrics.sample_quality import generation_metrics
@@ -251,9 +251,9 @@ def run(cfg: DictConfig) -> dict:
         samples_dir = sample_to_folder(
             sample_config(cfg, prior_path, vqvae_path, w, out_dir / f"samples_w{w:g}")
         )
-        meta = json.loads((samples_dir / "samples.json").read_text())
+        drawn = SamplesFolder.read(samples_dir)
         files = sample_files(samples_dir)
-        labels = torch.as_tensor(meta["label_indices"], dtype=torch.long)
+        labels = torch.as_tensor(drawn.class_indices(class_names), dtype=torch.long)
         probs = [predict_proba(m, read_images(files, bs)) for m in classifiers]
         fidelity = class_fidelity(probs, labels, real_probs, test_labels, task, resamples, seed)
         generation = generation_metrics(
@@ -269,7 +269,7 @@ def run(cfg: DictConfig) -> dict:
             seed=seed,
             device=device,
         )
-        row: dict = {"guidance": w, "s_per_image": float(meta["seconds_per_image"])}
+        row: dict = {"guidance": w, "s_per_image": float(drawn.seconds_per_image)}
         for name, entry in fidelity.items():
             row[f"fidelity_{name}"] = entry["generated_accuracy"]
             row[f"fidelity_{name}_ci"] = entry["generated_accuracy_ci"]

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision.utils import make_grid
 
+from lesion_lightning.data.generated import SamplesFolder
 from lesion_lightning.metrics.distribution import per_class, set_metrics
 from lesion_lightning.metrics.generation import extract_features, read_images
 from lesion_lightning.metrics.memorization import (
@@ -46,25 +46,16 @@ def real_subset(num_images: int, max_real: int | None, seed: int) -> np.ndarray:
 def sample_class_indices(
     samples_dir: str | Path, class_names: list[str], num_files: int
 ) -> np.ndarray | None:
-    """The class index each sample was drawn for (samples.json), or None for unconditional samples."""
-    meta_path = Path(samples_dir) / "samples.json"
-    if not meta_path.is_file():
+    """The class index each sample was drawn for (its samples.json), or None for unconditional samples
+    (or a bare folder of PNGs without samples.json)."""
+    if not SamplesFolder.present(samples_dir):
         return None
-    meta = json.loads(meta_path.read_text())
-    indices = meta.get("label_indices")
-    if indices is None:
-        names = meta.get("labels") or []
-        if not names or any(n is None for n in names):
-            return None
-        unknown = sorted({n for n in names if n not in class_names})
-        if unknown:
-            raise ValueError(
-                f"{meta_path}: labels {unknown} are not classes of the evaluated data {class_names}"
-            )
-        indices = [class_names.index(n) for n in names]
-    if len(indices) != num_files:
-        raise ValueError(f"{meta_path} records {len(indices)} labels for {num_files} sample files")
-    return np.asarray(indices, dtype=np.int64)
+    folder = SamplesFolder.read(samples_dir)
+    if len(folder.files) != num_files:
+        raise ValueError(
+            f"{samples_dir}/samples.json records {len(folder.files)} samples for {num_files} sample files"
+        )
+    return folder.class_indices(class_names)
 
 
 def _loader(dataset, rows: np.ndarray, batch_size: int, num_workers: int) -> DataLoader:

@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from lesion_lightning.data.generated import SAMPLES_JSON
 from lesion_lightning.models.sampling import auto_batch_size
 from lesion_lightning.modules.checkpoints import PriorCheckpoint
 from lesion_lightning.utils.grid import captioned_grid, grid_selection
@@ -167,7 +168,7 @@ def sample_to_folder(cfg: DictConfig) -> Path:
         grid = torch.stack([shown[i] if i is not None else blank for i in tiles])
         save_png(captioned_grid(grid, captions, nrow=per_row), tmp / "grid.png")
         atomic_write_json(
-            tmp / "samples.json",
+            tmp / SAMPLES_JSON,
             {
                 "pixelcnn_ckpt": str(Path(cfg.pixelcnn_ckpt).resolve()),
                 "vqvae_ckpt": str(Path(vqvae_ckpt.path).resolve()),
