@@ -42,8 +42,8 @@ from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.metrics.generation import build_inception, read_images, sample_files
 from lesion_lightning.metrics.sample_quality import generation_metrics
 from lesion_lightning.metrics.utility import Task, class_fidelity
-from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
-from lesion_lightning.modules.classifier_module import ClassifierModule, load_classifier, predict_proba
+from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint, load_classifier
+from lesion_lightning.modules.classifier_module import ClassifierModule, predict_proba
 from lesion_lightning.modules.classifier_training import train_classifier
 from lesion_lightning.samples.config import sample_config as base_sample_config
 from lesion_lightning.samples.folder import sample_to_folder
