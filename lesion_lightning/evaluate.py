@@ -189,7 +189,7 @@ def prior_section(
 def _bits_with_intervals(section: dict, prefix: str, per_grid, grid: list[int], cfg: DictConfig) -> None:
     """`{prefix}_per_dim` and `{prefix}_per_image` (= bits/dim x H x W: comparable across grid sizes)
     with 95 % bootstrap intervals over the split's grids."""
-    estimate = mean_interval(per_grid, int(cfg.eval.get("bootstrap", 1000)), int(cfg.seed))
+    estimate = mean_interval(per_grid, int(cfg.eval.bootstrap), int(cfg.seed))
     with_interval(section, f"{prefix}_per_dim", estimate)
     with_interval(section, f"{prefix}_per_image", estimate.scaled(math.prod(grid)))
 
@@ -400,7 +400,7 @@ def evaluate(cfg: DictConfig) -> dict:
         device,
         cfg.num_workers,
         int(cfg.eval.num_reconstructions),
-        int(cfg.eval.get("bootstrap", 1000)),
+        int(cfg.eval.bootstrap),
         int(cfg.seed),
     )
     if picture is not None:

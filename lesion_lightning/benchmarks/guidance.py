@@ -47,7 +47,7 @@ from lesion_lightning.modules.classifier_module import ClassifierModule, predict
 from lesion_lightning.modules.classifier_training import train_classifier
 from lesion_lightning.samples.config import sample_config as base_sample_config
 from lesion_lightning.samples.folder import sample_to_folder
-from lesion_lightning.utils.config import CONF_DIR
+from lesion_lightning.utils.config import compose_config
 from lesion_lightning.utils.run_folder import RunFolder
 from lesion_lightning.utils.runtime import pick_device
 
@@ -122,7 +122,8 @@ def real_classifiers(
             "model": models[0].hparams.net["name"],
         }
     c = cfg.classifier
-    model_cfg = OmegaConf.load(CONF_DIR / "model" / f"{c.model}.yaml")
+    # the model group as the utility command composes it (conf/model/<name>.yaml)
+    model_cfg = compose_config("utility", {"model": c.model}).model
     hp = dm.hparams
     model, trainer = train_classifier(
         dm.split_dataset("train", augment=True),

@@ -82,15 +82,15 @@ def generation_metrics(
     """The generation section; `cache` receives the features for the memorization section."""
     fake = extract_features(extractor, read_images(files, batch_size), device)
     size = tuple(next(read_images(files[:1], 1)).shape[-2:])
-    rows = real_subset(len(real_dataset), eval_cfg.get("max_real"), seed)
+    rows = real_subset(len(real_dataset), eval_cfg.max_real, seed)
     loader = _loader(real_dataset, rows, batch_size, num_workers)
     # real images resized (if needed) to the samples' size, so both sides see the same resolution
     real = extract_features(extractor, (b["image"] for b in loader), device, size=size)
     options = {
         "kid_subset_size": int(eval_cfg.kid_subset_size),
         "kid_subsets": int(eval_cfg.kid_subsets),
-        "num_bootstrap": int(eval_cfg.get("fid_bootstrap", 100)),
-        "prc_k": int(eval_cfg.get("prc_k", 3)),
+        "num_bootstrap": int(eval_cfg.fid_bootstrap),
+        "prc_k": int(eval_cfg.prc_k),
         "seed": seed,
         "device": device,
     }
@@ -109,7 +109,7 @@ def generation_metrics(
         }
     )
     fake_labels = sample_class_indices(samples_dir, class_names, len(files))
-    if fake_labels is not None and eval_cfg.get("per_class", True) and len(class_names) > 1:
+    if fake_labels is not None and eval_cfg.per_class and len(class_names) > 1:
         real_labels = np.asarray(real_dataset.labels)[rows]
         section["per_class"] = per_class(real, real_labels, fake, fake_labels, class_names, **options)
         for stats in section["per_class"].values():
@@ -146,10 +146,10 @@ def memorization_metrics(
     """Code-space memorization always; feature-space too when `cache` holds the generation features."""
     from lesion_lightning.data.indices import IndexDataset
 
-    mem_cfg = eval_cfg.get("memorization") or {}
-    percentile = float(mem_cfg.get("percentile", 1.0))
-    num_pairs = int(mem_cfg.get("num_pairs", 8))
-    num_bootstrap = int(eval_cfg.get("bootstrap", 1000))
+    mem_cfg = eval_cfg.memorization
+    percentile = float(mem_cfg.percentile)
+    num_pairs = int(mem_cfg.num_pairs)
+    num_bootstrap = int(eval_cfg.bootstrap)
     files = sorted(Path(samples_dir).glob("sample_*.png"))
     grids_path = Path(samples_dir) / "indices.npy"
     if not grids_path.is_file():
@@ -190,8 +190,8 @@ def memorization_metrics(
         {"sample": files[i].name, "train_row": int(gen_row[i]), "distance": float(gen_dist[i])} for i in pairs
     ]
 
-    if cache and "fake" in cache and mem_cfg.get("features", True):
-        rows = real_subset(len(train_dataset), mem_cfg.get("max_train"), seed)
+    if cache and "fake" in cache and mem_cfg.features:
+        rows = real_subset(len(train_dataset), mem_cfg.max_train, seed)
         loader = _loader(train_dataset, rows, batch_size, num_workers)
         train_feats = extract_features(
             cache["extractor"], (b["image"] for b in loader), device, size=cache["size"]
