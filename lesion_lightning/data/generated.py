@@ -9,7 +9,6 @@ uint8 HWC -> the same albumentations augmentation (training only) -> the same no
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from lesion_lightning.data.transforms import ImageTransform
+from lesion_lightning.utils.io import read_json_object
 
 SAMPLES_JSON = "samples.json"
 
@@ -63,12 +63,7 @@ class SamplesFolder:
                 f"{source}={root} holds no {SAMPLES_JSON}; pass the `samples` folder written by "
                 "`python -m lesion_lightning.sample` (or samples_dir=null to generate samples)"
             )
-        try:
-            meta = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); re-run the sample stage") from err
-        if not isinstance(meta, dict):
-            raise ValueError(f"{path} is not a samples record; re-run the sample stage")
+        meta = read_json_object(path, "re-run the sample stage")
         files, labels = meta.get("files") or [], meta.get("labels") or []
         if len(files) != len(labels):
             raise ValueError(f"{path}: {len(files)} files but {len(labels)} labels; re-run the sample stage")

@@ -9,7 +9,6 @@ Layout of an index dataset folder:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from lesion_lightning.utils.io import read_json_object
 
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
@@ -44,14 +45,7 @@ class IndexManifest:
                 f"{source}: {path} not found; pass an index dataset written by "
                 "`python -m lesion_lightning.encode vqvae_ckpt=PATH` (its output folder holds manifest.json)"
             )
-        try:
-            manifest = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise ValueError(
-                f"{path} is not readable JSON ({type(err).__name__}: {err}); re-run encode to rewrite this index dataset"
-            ) from err
-        if not isinstance(manifest, dict):
-            raise ValueError(f"{path} is not an index-dataset manifest; re-run encode to rewrite it")
+        manifest = read_json_object(path, "re-run encode to rewrite this index dataset")
         for key in ("grid_size", "num_codes", "splits", "class_names", "vqvae"):
             if key not in manifest:
                 raise ValueError(f"{path} lacks `{key}`: re-run encode to rewrite this index dataset")
