@@ -49,6 +49,7 @@ from lesion_lightning.modules.classifier_training import train_classifier
 from lesion_lightning.samples.config import sample_config as base_sample_config
 from lesion_lightning.samples.folder import sample_to_folder
 from lesion_lightning.utils.config import compose_config
+from lesion_lightning.utils.labels import Classes
 from lesion_lightning.utils.run_folder import RunFolder
 from lesion_lightning.utils.runtime import pick_device
 
@@ -226,10 +227,10 @@ def open_run(cfg: DictConfig, out_dir: Path, weights: list[float]):
         )
     dm = vqvae.build_datamodule(OmegaConf.to_container(cfg.get("data") or {}, resolve=True))
     class_names = list(dm.class_names)
-    if prior.class_names != class_names:
-        raise SystemExit(
-            f"the prior's classes {prior.class_names} differ from its VQ-VAE's data {class_names}"
-        )
+    try:
+        Classes.of(prior.class_names).require_same(class_names, "pass a run whose stages belong together")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     return run_dir, prior_path, vqvae_path, dm
 
 

@@ -27,6 +27,7 @@ from lesion_lightning.report.plots import UTILITY_PLOT, plot_utility
 from lesion_lightning.report.utility_tables import utility_markdown
 from lesion_lightning.utils.config import plain_settings
 from lesion_lightning.utils.io import atomic_write, atomic_write_json, atomic_write_text
+from lesion_lightning.utils.labels import Classes
 from lesion_lightning.utils.runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -138,11 +139,7 @@ def _why_skipped(prior: PriorCheckpoint, class_names: list[str]) -> str | None:
         return f"the data has one class ({class_names}): there is nothing to classify"
     if not prior.load_module("cpu").conditional:
         return "the PixelCNN is unconditional: its samples carry no class (train with num_classes > 0)"
-    if prior.class_names != class_names:
-        raise ValueError(
-            f"the PixelCNN was trained on classes {prior.class_names}, the VQ-VAE's data "
-            f"has {class_names}: pass checkpoints from the same pipeline run"
-        )
+    Classes.of(prior.class_names).require_same(class_names)
     return None
 
 

@@ -21,7 +21,7 @@ from lesion_lightning.models.sampling import auto_batch_size
 from lesion_lightning.modules.checkpoints import PriorCheckpoint
 from lesion_lightning.utils.grid import captioned_grid, grid_selection
 from lesion_lightning.utils.io import atomic_write_json, save_png
-from lesion_lightning.utils.labels import sample_labels
+from lesion_lightning.utils.labels import Classes, sample_labels
 from lesion_lightning.utils.runtime import pick_device, publish_dir
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,10 @@ def resolve_label(
         if record is not None:
             record.update(how)
         return torch.from_numpy(drawn).to(device)
-    if isinstance(label, str) and label in names:
-        idx = names.index(label)
-    elif isinstance(label, int) and 0 <= label < pixelcnn.net.num_classes:
-        idx = label
-    else:
-        raise ValueError(f"label={label!r} is not one of this prior's classes {names}")
+    known = (
+        names if len(names) == pixelcnn.net.num_classes else [str(c) for c in range(pixelcnn.net.num_classes)]
+    )
+    idx = Classes.of(known).index(label, "label")
     return torch.full((n,), idx, dtype=torch.long, device=device)
 
 
