@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from lesion_lightning.data.generated import SAMPLES_JSON
-from lesion_lightning.models.sampling import auto_batch_size
+from lesion_lightning.models.sampling import SamplingOptions, auto_batch_size
 from lesion_lightning.modules.checkpoints import PriorCheckpoint
 from lesion_lightning.utils.grid import captioned_grid, grid_selection
 from lesion_lightning.utils.io import atomic_write_json, save_png
@@ -109,8 +109,9 @@ def sample_to_folder(cfg: DictConfig) -> Path:
         prior.index_dataset,
     )
 
+    options = SamplingOptions(float(cfg.temperature), float(cfg.guidance), cfg.top_k, cfg.top_p)
     batch_size = (
-        auto_batch_size(pixelcnn.net, h, w, cfg.num_samples, device, guidance=float(cfg.guidance))
+        auto_batch_size(pixelcnn.net, h, w, cfg.num_samples, device, options)
         if cfg.batch_size == "auto"
         else int(cfg.batch_size)
     )
@@ -135,13 +136,10 @@ def sample_to_folder(cfg: DictConfig) -> Path:
                 h,
                 w,
                 labels=labels,
-                temperature=cfg.temperature,
+                options=options,
                 uniforms=sample_uniforms(int(cfg.seed), range(lo, hi), h, w),
                 progress=lambda *_: bar.update(1),
                 method=cfg.sampler,
-                guidance=float(cfg.guidance),
-                top_k=cfg.top_k,
-                top_p=cfg.top_p,
             )
             # decode a few at a time: full-resolution decoder activations dwarf the code grids
             batch_images = torch.cat(
