@@ -22,10 +22,12 @@ from tqdm.auto import tqdm
 from lesion_lightning.data.indices import MANIFEST
 from lesion_lightning.data.stale import remove_stale_temporaries
 from lesion_lightning.modules.checkpoints import VQVAECheckpoint
+from lesion_lightning.utils.diskspace import ensure_free_space, reporting_disk_errors
 from lesion_lightning.utils.io import atomic_write_json
 from lesion_lightning.utils.runtime import pick_device, publish_dir
 
 log = logging.getLogger(__name__)
+ENCODE_HINT = "out_dir=<a folder with room> (in the pipeline: paths.log_dir=...)"
 
 
 @torch.no_grad()
@@ -65,9 +67,17 @@ def encode(cfg: DictConfig) -> Path:
     for line in remove_stale_temporaries(out_dir.parent, prefix=f".{out_dir.name}.tmp-"):
         log.warning("removed the temporary folder of an interrupted encode: %s", line)
     split_sizes, rates = {}, {}
-    with publish_dir(out_dir, overwrite=cfg.overwrite, what="index dataset") as tmp:
+    datasets = {split: dm.split_dataset(split, augment=False) for split in cfg.splits}
+    h, w = vqvae.net.latent_shape(int(dm.hparams.image_size))
+    # uint16 grids + int64 labels per image, plus the manifest
+    needed = sum(len(d) for d in datasets.values()) * (h * w * 2 + 8) + (1 << 16)
+    ensure_free_space(out_dir.parent, needed, "index dataset", ENCODE_HINT)
+    with (
+        reporting_disk_errors(out_dir.parent, "index dataset", ENCODE_HINT, needed),
+        publish_dir(out_dir, overwrite=cfg.overwrite, what="index dataset") as tmp,
+    ):
         for split in cfg.splits:
-            dataset = dm.split_dataset(split, augment=False)
+            dataset = datasets[split]
             labels, rates[split] = encode_split(
                 vqvae,
                 dataset,

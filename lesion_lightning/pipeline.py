@@ -25,6 +25,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from lesion_lightning.utils.config import to_overrides
+from lesion_lightning.utils.finite import read_divergence
 from lesion_lightning.utils.io import atomic_write_text
 from lesion_lightning.utils.run_folder import STAGES, PipelineRecord, RunFolder
 
@@ -213,6 +214,16 @@ class Pipeline:
         if proc.returncode != 0:
             entry.status, entry.returncode = "failed", proc.returncode
             entry.error = tail.error() or f"exit {proc.returncode}"
+            diverged = read_divergence(self.dir(stage))
+            if diverged is not None:
+                entry.error = f"diverged at step {diverged.get('step')}: non-finite loss, metric or weights"
+                self.save()
+                raise RuntimeError(
+                    f"pipeline stopped at stage `{stage}`: its training diverged, so no later stage ran.\n"
+                    f"{diverged.get('message')}\nIn the pipeline, pass the fix as `{stage}.model.lr=...` (or "
+                    f"`{stage}.trainer.gradient_clip_val=...`) and re-run the same command: the stage resumes "
+                    "from its last finite last.ckpt."
+                )
             self.save()
             raise RuntimeError(
                 f"pipeline stage `{stage}` failed (exit {proc.returncode}); its output is "

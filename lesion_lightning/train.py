@@ -7,9 +7,12 @@ from typing import Any
 
 import hydra
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from lesion_lightning.callbacks.checkpointing import exit_status_after_signal
 from lesion_lightning.utils.config import fill_model_from_data, save_resolved_config
+from lesion_lightning.utils.finite import NonFiniteTrainingError, clear_divergence, record_divergence
 from lesion_lightning.utils.hydra_ddp import pin_ddp_relaunch_to_this_job, reset_distributed_after_job
 from lesion_lightning.utils.instantiate import instantiate_callbacks, instantiate_loggers
 from lesion_lightning.utils.wandb_utils import finish_wandb
@@ -23,7 +26,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule: L.LightningDataModule = hydra.utils.instantiate(cfg.data)
     model: L.LightningModule = hydra.utils.instantiate(fill_model_from_data(cfg.model, datamodule))
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
+    loggers = instantiate_loggers(cfg.get("logger"), resume_from=cfg.get("ckpt_path"))
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     if trainer.is_global_zero:
         save_resolved_config(cfg, cfg.paths.output_dir)
@@ -31,6 +34,8 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
 
     metrics: dict[str, float] = {}
+    if trainer.is_global_zero:
+        clear_divergence(cfg.paths.output_dir)
     try:
         if cfg.get("train", True):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
@@ -39,6 +44,13 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
             metrics.update(_floats(trainer.callback_metrics))
+    except NonFiniteTrainingError as err:
+        if trainer.is_global_zero:  # the pipeline reads it to say why the stage stopped
+            record_divergence(cfg.paths.output_dir, err)
+        raise
+    except SIGTERMException as err:
+        # Lightning stops with exit status 0 here; a scheduler must see that the job was cut short
+        raise SystemExit(exit_status_after_signal(trainer)) from err
     finally:
         finish_wandb()
     if trainer.is_global_zero and trainer.checkpoint_callback is not None:

@@ -38,7 +38,11 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from lesion_lightning.data.duplicates import THUMB, Content, pixel_digest, thumbnail
 from lesion_lightning.data.imageops import RESIZE_MODES, resize_image, to_rgb
 from lesion_lightning.data.records import name_bytes, shown
+from lesion_lightning.utils.diskspace import ensure_free_space, raise_if_disk_error, reporting_disk_errors
 from lesion_lightning.utils.io import tmp_tag
+
+# where the cache goes instead when its disk is full
+CACHE_DIR_HINT = "data.cache_dir=<a folder with room>"
 
 CACHE_VERSION = 2  # 2: per-image pixel digest and thumbnail for duplicate detection
 IMAGES_FILE = "images.npy"
@@ -190,9 +194,13 @@ def build_cache(
     # complete cache in atomically, so a node building the same cache concurrently (multi-node DDP on a
     # shared filesystem) never removes one that another node's ranks are already reading.
     n = len(ids)
-    arr = np.lib.format.open_memmap(
-        tmp_images, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3)
-    )
+    # the array, the thumbnails and the index (about a path + a digest per image) are all written here
+    needed = n * (image_size * image_size * 3 + THUMB * THUMB * 3 + 512)
+    ensure_free_space(directory, needed, "image cache", CACHE_DIR_HINT)
+    with reporting_disk_errors(directory, "image cache", CACHE_DIR_HINT, needed, (tmp_images, tmp_thumbs)):
+        arr = np.lib.format.open_memmap(
+            tmp_images, mode="w+", dtype=np.uint8, shape=(n, image_size, image_size, 3)
+        )
     bad: dict[int, str] = {}
     contents: list[Content | None] = [None] * n
     thumbs = np.zeros((n, THUMB, THUMB, 3), np.uint8)
@@ -240,6 +248,9 @@ def build_cache(
         }
         tmp_index.write_text(json.dumps(index) + "\n")
         os.replace(tmp_index, directory / INDEX_FILE)  # last: only now does the cache load
+    except OSError as err:  # a full disk / quota / file-size limit mid-build: say so (temporaries go below)
+        raise_if_disk_error(err, directory, "image cache", CACHE_DIR_HINT, needed)
+        raise
     finally:
         tmp_images.unlink(missing_ok=True)
         tmp_index.unlink(missing_ok=True)

@@ -19,12 +19,16 @@ from tqdm.auto import tqdm
 from lesion_lightning.data.generated import SAMPLES_JSON
 from lesion_lightning.models.sampling import SamplingOptions, auto_batch_size
 from lesion_lightning.modules.checkpoints import PriorCheckpoint
+from lesion_lightning.utils.diskspace import ensure_free_space, reporting_disk_errors
 from lesion_lightning.utils.grid import captioned_grid, grid_selection
 from lesion_lightning.utils.io import atomic_write_json, save_png
 from lesion_lightning.utils.labels import Classes, sample_labels
 from lesion_lightning.utils.runtime import pick_device, publish_dir
 
 log = logging.getLogger(__name__)
+
+
+SAMPLE_HINT = "out_dir=<a folder with room> (in the pipeline: paths.log_dir=...)"
 
 
 def resolve_label(
@@ -123,8 +127,13 @@ def sample_to_folder(cfg: DictConfig) -> Path:
         int(cfg.num_samples), labels_all.tolist() if labels_all is not None else None, int(cfg.seed)
     )
     shown = {i: None for i in tiles if i is not None}
+    # PNGs at most their raw size (plus the grid image), the uint16 code grids
+    side = h * vqvae.net.downsample_factor, w * vqvae.net.downsample_factor
+    needed = 2 * cfg.num_samples * side[0] * side[1] * 3 + cfg.num_samples * h * w * 2 + (1 << 16)
+    ensure_free_space(out_dir.parent, needed, "samples", SAMPLE_HINT)
     start = time.perf_counter()
     with (
+        reporting_disk_errors(out_dir.parent, "samples", SAMPLE_HINT, needed),
         publish_dir(out_dir, overwrite=cfg.overwrite, what="samples") as tmp,
         tqdm(total=num_batches * h, desc=f"sampling {h}x{w} ({cfg.sampler})", unit="row") as bar,
     ):

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import netrc
 import os
+import secrets
+from pathlib import Path
 from urllib.parse import urlparse
 
 from lightning.pytorch.utilities import rank_zero_info
+
+from lesion_lightning.utils.io import atomic_write_text
 
 
 def wandb_has_credentials() -> bool:
@@ -47,3 +51,32 @@ def finish_wandb() -> None:
         return
     if wandb.run is not None:
         wandb.finish()
+
+
+RUN_ID_FILE = "wandb_run_id"
+
+
+def stage_run_id(run_dir: str | Path, resume_from: str | None = None) -> str:
+    """The W&B run id of this stage's run folder: made and stored on first start, read on every resume.
+
+    ``resume_from`` (the run's ``ckpt_path``): a checkpoint in another run folder's ``checkpoints/`` carries
+    that folder's id over, so a stage resumed into a new folder still continues the same W&B run.
+    """
+    own = Path(run_dir) / RUN_ID_FILE
+    candidates = [own]
+    if resume_from and resume_from != "last":
+        ckpt = Path(resume_from)
+        if ckpt.parent.name == "checkpoints":
+            candidates.insert(0, ckpt.parent.parent / RUN_ID_FILE)
+    for path in candidates:
+        try:
+            run_id = path.read_text().strip()
+        except OSError:
+            continue
+        if run_id:
+            if path != own:
+                atomic_write_text(own, run_id + "\n")
+            return run_id
+    run_id = secrets.token_hex(4)  # 8 of [0-9a-f], within W&B's allowed run-id characters
+    atomic_write_text(own, run_id + "\n")
+    return run_id
