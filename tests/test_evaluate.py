@@ -83,6 +83,12 @@ def test_prior_bits_per_dim_and_marginal_baseline(chain, tmp_path):
     for key in ("bits_per_dim", "bits_per_image", "marginal_bits_per_dim"):
         low, high = prior[f"{key}_ci"]
         assert low < prior[key] < high
+    # the baseline's add-alpha is the best of the grid on the val codes, not fixed at 1
+    smoothing = prior["marginal_smoothing"]
+    assert smoothing["chosen_on"].startswith("val codes")
+    val_bits = {float(a): b for a, b in smoothing["val_bits_per_dim"].items()}
+    assert set(val_bits) == {0.001, 0.01, 0.03, 0.1, 0.3, 1.0}
+    assert val_bits[smoothing["alpha"]] == min(val_bits.values())
 
 
 def test_marginal_baseline_by_hand():
@@ -198,6 +204,21 @@ def test_generation_computed_with_a_stand_in_extractor(chain, tmp_path):
     for name, stats in gen["per_class"].items():
         if "fid" in stats:
             assert results["metrics"][f"test/fid/{name}"] == stats["fid"]
+    # the FID ladder: every rung against the same real reference, on the same extractor
+    ladder = results["ladder"]
+    assert (
+        ladder["n_reference"] == gen["n_real"] and ladder["normalization"] == gen["normalization"] == "minmax"
+    )
+    rungs = ladder["rungs"]
+    assert set(rungs) == {"floor", "reconstruction", "samples_matched", "samples"}
+    assert rungs["samples"]["fid"] == pytest.approx(gen["fid"])
+    for name in ("floor", "reconstruction"):
+        assert rungs[name]["n_compared"] == rungs[name]["n_real"] == gen["n_real"]
+        assert (
+            math.isfinite(rungs[name]["fid"]) and rungs[name]["feature_extractor"] == gen["feature_extractor"]
+        )
+        assert results["metrics"][f"test/ladder/{name}/fid"] == rungs[name]["fid"]
+    assert results["reconstruction"]["normalization"] == "minmax" and "psnr_8bit" in results["reconstruction"]
     memorization = results["memorization"]
     for space in ("code_space", "feature_space"):
         assert 0 <= memorization[space]["memorized_fraction"] <= 1

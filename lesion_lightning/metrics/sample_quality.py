@@ -73,6 +73,18 @@ def _loader(dataset, rows: np.ndarray, batch_size: int, num_workers: int) -> Dat
     )
 
 
+def set_metric_options(eval_cfg, seed: int, device: torch.device) -> dict:
+    """metrics.distribution.set_metrics keyword arguments from the `eval` config (shared by the ladder)."""
+    return {
+        "kid_subset_size": int(eval_cfg.kid_subset_size),
+        "kid_subsets": int(eval_cfg.kid_subsets),
+        "num_bootstrap": int(eval_cfg.get("fid_bootstrap", 100)),
+        "prc_k": int(eval_cfg.get("prc_k", 3)),
+        "seed": seed,
+        "device": device,
+    }
+
+
 def generation_metrics(
     extractor: torch.nn.Module,
     extractor_name: str,
@@ -95,14 +107,7 @@ def generation_metrics(
     loader = _loader(real_dataset, rows, batch_size, num_workers)
     # real images resized (if needed) to the samples' size, so both sides see the same resolution
     real = extract_features(extractor, (b["image"] for b in loader), device, size=size)
-    options = {
-        "kid_subset_size": int(eval_cfg.kid_subset_size),
-        "kid_subsets": int(eval_cfg.kid_subsets),
-        "num_bootstrap": int(eval_cfg.get("fid_bootstrap", 100)),
-        "prc_k": int(eval_cfg.get("prc_k", 3)),
-        "seed": seed,
-        "device": device,
-    }
+    options = set_metric_options(eval_cfg, seed, device)
     section = set_metrics(real, fake, **options)
     section.update(
         {
@@ -125,7 +130,16 @@ def generation_metrics(
             if "skipped" not in stats:
                 stats["feature_extractor"] = extractor_name
     if cache is not None:
-        cache.update({"extractor": extractor, "fake": fake, "real": real, "size": size})
+        cache.update(
+            {
+                "extractor": extractor,
+                "name": extractor_name,
+                "fake": fake,
+                "real": real,
+                "rows": rows,
+                "size": size,
+            }
+        )
     return section
 
 
