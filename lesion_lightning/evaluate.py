@@ -34,7 +34,7 @@ from lesion_lightning.metrics.generation import (
     extract_features,
     sample_files,
 )
-from lesion_lightning.metrics.ladder import fid_ladder, flat_ladder, format_ladder
+from lesion_lightning.metrics.ladder import LADDER_HEADER, fid_ladder, flat_ladder, format_ladder, ladder_rows
 from lesion_lightning.metrics.prior import choose_smoothing, marginal_bits_per_grid, model_bits_per_grid
 from lesion_lightning.metrics.sample_quality import (
     generation_metrics,
@@ -482,6 +482,16 @@ def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:
                         f"{cfg.split}/memorization",
                         [str(memorization)],
                         caption=["top: samples closest to a training image (code space), bottom: that image"],
+                    )
+                ladder = results.get("ladder") or {}
+                if ladder.get("rungs"):  # the ladder as one table beside its flat test/ladder/* numbers
+                    logger.log_table(
+                        key=f"{cfg.split}/fid_ladder",
+                        columns=[*LADDER_HEADER, "extractor", "normalization"],
+                        data=[
+                            [*row, ladder["feature_extractor"], ladder.get("normalization")]
+                            for row in ladder_rows(ladder)
+                        ],
                     )
                 generation = results.get("generation") or {}
                 if generation.get("feature_extractor"):  # which features every FID/KID/P/R came from

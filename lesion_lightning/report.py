@@ -23,6 +23,7 @@ from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.report_utility import PLOT as UTILITY_PLOT
 from lesion_lightning.report_utility import plot_utility, read_utility, utility_markdown
 from lesion_lightning.utils.io import atomic_write_text, save_figure
+from lesion_lightning.utils.plotting import clipped_yerr
 
 PIPELINE = "pipeline.json"
 STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate")
@@ -531,10 +532,7 @@ def plot_metrics(runs: list[dict], path: Path) -> Path:
             points = sorted((r["grid_value"], *point(r, key)) for r in runs if point(r, key)[0] is not None)
             if points:
                 xs, ys = [p[0] for p in points], [p[1] for p in points]
-                err = [
-                    [y - (ci[0] if ci else y) for _, y, ci in points],
-                    [(ci[1] if ci else y) - y for _, y, ci in points],
-                ]
+                err = clipped_yerr(ys, [ci for _, _, ci in points])  # an interval may exclude its point
                 ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=label)
                 drawn = True
         if not drawn:

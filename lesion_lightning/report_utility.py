@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from lesion_lightning.utils.io import save_figure
+from lesion_lightning.utils.plotting import clipped_yerr
 
 METRICS_JSON = Path("utility/metrics.json")
 PLOT = "utility.png"
@@ -161,7 +162,7 @@ def plot_utility(entries: list[tuple[str, dict]], path: Path) -> Path | None:
     width = 0.8 / len(arms)
     for ax, m in zip(axes[0], metrics, strict=True):
         for a, arm in enumerate(arms):
-            xs, ys, lo, hi = [], [], [], []
+            xs, ys, cis = [], [], []
             for i, (_, r) in enumerate(entries):
                 e = r["arms"].get(arm)
                 mean = e["mean"].get(m) if e else None
@@ -171,11 +172,10 @@ def plot_utility(entries: list[tuple[str, dict]], path: Path) -> Path | None:
                 ci = e["ci95"].get(m) or [mean, mean]
                 xs.append(x)
                 ys.append(mean)
-                lo.append(mean - ci[0])
-                hi.append(ci[1] - mean)
+                cis.append(ci)
                 seeds = [s.get(m) for s in e["per_seed"] if _num(s.get(m))]
                 ax.plot([x] * len(seeds), seeds, "k.", ms=3, zorder=3)
-            ax.bar(xs, ys, width * 0.9, yerr=[lo, hi], capsize=3, label=ARM_TITLES.get(arm, arm))
+            ax.bar(xs, ys, width * 0.9, yerr=clipped_yerr(ys, cis), capsize=3, label=ARM_TITLES.get(arm, arm))
         if "auroc" in m:
             ax.axhline(0.5, color="gray", lw=0.8, ls="--")
         ax.set_xticks(range(len(entries)), [label for label, _ in entries])
