@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lesion_lightning.metrics.distribution import RELIABLE_N
+from lesion_lightning.report_ladder import PLOT as LADDER_PLOT
+from lesion_lightning.report_ladder import ladder_markdown, plot_ladder
 from lesion_lightning.report_utility import PLOT as UTILITY_PLOT
 from lesion_lightning.report_utility import plot_utility, read_utility, utility_markdown
 from lesion_lightning.utils.io import atomic_write_text, save_figure
@@ -174,6 +176,7 @@ def collect_run(pipeline_path: Path) -> dict:
         "n_real": generation.get("n_real", generation.get("num_real")),
         "feature_extractor": generation.get("feature_extractor"),
         "per_class": per_class,
+        "ladder": (metrics or {}).get("ladder") if isinstance((metrics or {}).get("ladder"), dict) else None,
         "intervals": intervals,
         "memorized": memorized,
         "generation_skipped": bool(generation.get("skipped")),
@@ -378,6 +381,12 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
     )
     if plot is not None:
         lines += ["", "## Metrics against grid size", "", f"![metrics vs grid size]({_rel(plot, base)})"]
+
+    lines += ladder_markdown(
+        [(_grid_label(r["grid"]), r["ladder"], f"`{_rel(r['run_dir'], base)}`") for r in runs]
+    )
+    if (base / LADDER_PLOT).is_file() and any(r["ladder"] and r["ladder"].get("rungs") for r in runs):
+        lines += ["", f"![FID ladder per grid]({LADDER_PLOT})"]
 
     lines += _utility_section(runs, base)
 
@@ -593,6 +602,7 @@ def write_report(
     runs = collect_runs(sweep_dir) if runs is None else runs
     out = Path(out).resolve() if out else sweep_dir / "report.md"
     plot = plot_metrics(runs, out.parent / PLOT)
+    plot_ladder([(r["grid_value"], r["ladder"]) for r in runs], out.parent / LADDER_PLOT)
     plot_utility([(_grid_label(r["grid"]), r["utility"]) for r in runs], out.parent / UTILITY_PLOT)
     atomic_write_text(out, render(runs, sweep_dir, out.parent, plot))
     return out

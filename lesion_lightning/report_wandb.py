@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.report import PLOT, collect_runs, write_report
+from lesion_lightning.report_ladder import PLOT as LADDER_PLOT
 from lesion_lightning.utils.wandb_utils import resolve_offline
 
 log = logging.getLogger(__name__)
@@ -108,6 +109,8 @@ def log_report_to_wandb(
         payload = {"report/table": table}
         if (sweep_dir / PLOT).is_file():
             payload["report/metrics_vs_grid"] = wandb.Image(str(sweep_dir / PLOT))
+        if (sweep_dir / LADDER_PLOT).is_file():
+            payload["report/fid_ladder"] = wandb.Image(str(sweep_dir / LADDER_PLOT))
         for r in runs:
             for key in ("reconstructions", "samples_grid", "memorization_picture"):
                 if r[key] is not None:

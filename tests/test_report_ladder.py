@@ -73,5 +73,6 @@ def test_report_has_a_ladder_table_and_plot_per_grid(tmp_path):
         assert f"### {grid}" in ladder
     assert "floor" in ladder and "rFID" in ladder and "all samples" in ladder
     assert "400 / 400" in ladder and "4096 / 400" in ladder and "inception-v3-compat/2048" in ladder
-    assert "data.normalization=minmax" in ladder and "20.32 [18.00, 23.00]" in ladder
+    assert "data.normalization=minmax" in ladder and "5.32 [4.00, 6.50]" in ladder
+    assert "fewer than" not in ladder and "0.600" in ladder
     assert "![FID ladder per grid](fid_ladder.png)" in ladder and (sweep / "fid_ladder.png").is_file()

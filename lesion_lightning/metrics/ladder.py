@@ -154,7 +154,7 @@ def ladder_rows(ladder: dict) -> list[list[str]]:
         if rung is None:
             continue
         n = f"{rung.get('n_compared')} / {rung.get('n_real')}"
-        if not rung.get("matched_n", True):
+        if isinstance(rung.get("n_compared"), int) and rung["n_compared"] < (rung.get("n_real") or 0):
             n += " (fewer than the reference)"
         rows.append(
             [
