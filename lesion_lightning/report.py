@@ -125,7 +125,7 @@ def collect_run(pipeline_path: Path) -> dict:
     intervals = {
         key: _interval(section, key)
         for section, keys in (
-            (recon, ("psnr", "ssim")),
+            (recon, ("psnr", "psnr_8bit", "ssim")),
             (prior, ("bits_per_dim", "bits_per_image", "marginal_bits_per_dim", "marginal_bits_per_image")),
             (generation, ("fid", "kid")),
         )
@@ -158,6 +158,9 @@ def collect_run(pipeline_path: Path) -> dict:
         "overrides": pipeline.get("overrides") or [],
         "stages": stage_info,
         "psnr": _number(recon, "psnr"),
+        "psnr_8bit": _number(recon, "psnr_8bit"),
+        # the scale every image metric was computed on (older metrics.json files did not record it)
+        "normalization": recon.get("normalization") or generation.get("normalization"),
         "ssim": _number(recon, "ssim"),
         "codebook_usage": _number(recon, "codebook_usage"),
         "perplexity": _number(recon, "perplexity"),
@@ -291,7 +294,9 @@ def _row(run: dict, base: Path) -> list[str]:
     return [
         _grid_label(run["grid"]),
         f"[{_rel(run['run_dir'], base)}]({_rel(run['run_dir'], base)})",
+        run["normalization"] or "not recorded",
         _with_ci(run["psnr"], ci["psnr"], ".2f"),
+        _with_ci(run["psnr_8bit"], ci["psnr_8bit"], ".2f"),
         _with_ci(run["ssim"], ci["ssim"], ".3f"),
         usage,
         _with_ci(run["bits_per_dim"], ci["bits_per_dim"], ".3f"),
@@ -320,8 +325,11 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
         "",
         f"{len(runs)} run(s) below `{sweep_dir}`, generated {now}. "
         "Metrics on the test split, each followed by its 95 % interval in brackets (bootstrap over test "
-        "images; for FID/KID over resampled generated sets). PSNR is the mean over images of "
-        "10·log10(1/MSE_i). Bits/dim is per grid position and not comparable across grid sizes; bits "
+        "images; for FID/KID over resampled generated sets). Every image metric is computed on the images "
+        "as the models see them, named in the `data.normalization` column: `minmax` stretches each image "
+        "to span [0, 1], so its PSNR/SSIM/FID are not comparable with published 8-bit figures; PSNR 8-bit "
+        "undoes each image's stretch with its own min/max and compares with the stored 8-bit original "
+        "(10·log10(255²/MSE_i)). PSNR is the mean over images of 10·log10(1/MSE_i). Bits/dim is per grid position and not comparable across grid sizes; bits "
         "per image = bits/dim × H × W is (lower is better; the marginal baseline uses only per-position "
         "code frequencies from the train split). FID/KID from fewer than "
         f"{RELIABLE_N} generated images are marked unreliable; n and the feature extractor are in the "
@@ -331,7 +339,9 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
     header = [
         "grid",
         "run",
+        "data.normalization",
         "PSNR (dB)",
+        "PSNR 8-bit (dB)",
         "SSIM",
         "codebook usage",
         "prior bits/dim",
@@ -422,6 +432,7 @@ def _generation_tables(runs: list[dict]) -> list[str]:
                 _grid_label(r["grid"]),
                 n,
                 r["feature_extractor"] or DASH,
+                r["normalization"] or "not recorded",
                 _fid_cell(r),
                 _kid_cell(r),
                 _fmt(r["precision"], ".3f") + (f" (k={r['prc_k']})" if r["precision"] is not None else ""),
@@ -435,6 +446,7 @@ def _generation_tables(runs: list[dict]) -> list[str]:
             "grid",
             "n generated / real",
             "feature extractor",
+            "data.normalization",
             "FID",
             "KID",
             "precision",
@@ -511,8 +523,12 @@ def plot_metrics(runs: list[dict], path: Path) -> Path:
         )
         if any(n < RELIABLE_N for n in n_gen):
             fid_note += f" (<{RELIABLE_N}: unreliable)"
+    norms = sorted({str(r["normalization"]) for r in runs if r["normalization"]})
     panels = [
-        ("reconstruction PSNR (dB, per-image mean)", [("psnr", "VQ-VAE", "-o")]),
+        (
+            f"reconstruction PSNR (dB, per-image mean)\nnormalization={','.join(norms) or 'not recorded'}",
+            [("psnr", "VQ-VAE", "-o"), ("psnr_8bit", "VQ-VAE, 8-bit scale", "--s")],
+        ),
         (
             "prior bits/dim (test)",
             [("bits_per_dim", "PixelCNN", "-o"), ("marginal_bits_per_dim", "marginal baseline", "--s")],
