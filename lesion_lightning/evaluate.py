@@ -34,7 +34,7 @@ from lesion_lightning.metrics.generation import (
     extract_features,
     sample_files,
 )
-from lesion_lightning.metrics.ladder import LADDER_HEADER, fid_ladder, flat_ladder, format_ladder, ladder_rows
+from lesion_lightning.metrics.ladder import fid_ladder, flat_ladder, format_ladder, ladder_header, ladder_rows
 from lesion_lightning.metrics.prior import choose_smoothing, marginal_bits_per_grid, model_bits_per_grid
 from lesion_lightning.metrics.sample_quality import (
     generation_metrics,
@@ -363,7 +363,7 @@ def ladder_section(
             vqvae,
             cache.get("fake"),
             size,
-            set_metric_options(cfg.eval, int(cfg.seed), device),
+            set_metric_options(cfg.eval, int(cfg.seed), device, name),
             batch_size=cfg.batch_size,
             num_workers=cfg.num_workers,
             seed=int(cfg.seed),
@@ -487,7 +487,7 @@ def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:
                 if ladder.get("rungs"):  # the ladder as one table beside its flat test/ladder/* numbers
                     logger.log_table(
                         key=f"{cfg.split}/fid_ladder",
-                        columns=[*LADDER_HEADER, "extractor", "normalization"],
+                        columns=[*ladder_header(ladder), "extractor", "normalization"],
                         data=[
                             [*row, ladder["feature_extractor"], ladder.get("normalization")]
                             for row in ladder_rows(ladder)

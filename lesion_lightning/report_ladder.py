@@ -12,6 +12,7 @@ from pathlib import Path
 
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.metrics.ladder import RUNG_LABELS, RUNGS
+from lesion_lightning.metrics.naming import extractor_tag
 from lesion_lightning.utils.io import save_figure
 from lesion_lightning.utils.plotting import clipped_yerr
 
@@ -44,6 +45,12 @@ def _cell(rung: dict, key: str) -> str:
     return text
 
 
+def _named(header: str, ladder: dict) -> str:
+    """A set-metric column named after a stand-in extractor (`FID_RandomConvFeatures16`), plain on Inception."""
+    tag = extractor_tag(ladder)
+    return f"{header}_{tag}" if tag else header
+
+
 def _n_cell(rung: dict) -> str:
     n, m = rung.get("n_compared"), rung.get("n_real")
     text = f"{n} / {m}"
@@ -68,7 +75,8 @@ def ladder_markdown(runs: list[tuple[str, dict | None, str]]) -> list[str]:
         "this n), **rFID** = the VQ-VAE's reconstructions of the reference images (the ceiling the first "
         "stage puts on samples), **samples** = generated images at the reference's n and all of them. "
         "floor → rFID is what the VQ-VAE costs, rFID → samples what the prior costs. FID rises as n falls, "
-        "so compare rungs at the same n. Intervals: the generation section's bootstrap (see the README).",
+        "so compare rungs at the same n; FID∞ (Chong & Forsyth 2020) extrapolates each rung to n → ∞. "
+        "Intervals as in the generation section (docs/metrics.md).",
     ]
     for label, ladder, link in shown:
         if ladder.get("skipped"):
@@ -82,15 +90,17 @@ def ladder_markdown(runs: list[tuple[str, dict | None, str]]) -> list[str]:
             f"{'x'.join(map(str, ladder.get('image_size') or []))}, "
             f"data.normalization={ladder.get('normalization')}.",
             "",
-            "| rung | n compared / real | FID | KID | precision | recall |",
-            "|---|---|---|---|---|---|",
+            "| rung | n compared / real | "
+            + " | ".join(_named(k, ladder) for k in ("FID", "FID∞", "KID", "precision", "recall"))
+            + " |",
+            "|---|---|---|---|---|---|---|",
         ]
         for name in RUNGS:
             rung = (ladder.get("rungs") or {}).get(name)
             if rung is None:
                 continue
             cells = [RUNG_LABELS[name], _n_cell(rung)] + [
-                _cell(rung, k) for k in ("fid", "kid", "precision", "recall")
+                _cell(rung, k) for k in ("fid", "fid_inf", "kid", "precision", "recall")
             ]
             lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return lines

@@ -46,7 +46,8 @@ def test_bench_guidance_writes_one_row_per_weight(chain, tmp_path: Path) -> None
         "bench.classifier.steps=2",
         "bench.classifier.batch_size=4",
         "bench.fidelity_resamples=20",
-        "bench.eval.fid_bootstrap=5",
+        "bench.eval.fid_splits=2",
+        "bench.eval.kid_bootstrap=5",
         "bench.eval.prc_k=1",  # the chain's val split has a handful of images
         "bench.device=cpu",
         "hydra.run.dir=b",

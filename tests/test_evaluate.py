@@ -19,6 +19,7 @@ from lesion_lightning.data.indices import MANIFEST
 from lesion_lightning.evaluate import evaluate
 from lesion_lightning.metrics import generation
 from lesion_lightning.metrics.generation import GenerationUnavailable, RandomConvFeatures, build_inception
+from lesion_lightning.metrics.naming import metric_key
 from lesion_lightning.metrics.prior import marginal_bits_per_dim
 from lesion_lightning.modules.checkpoints import build_datamodule, fingerprint, load_vqvae
 
@@ -185,7 +186,9 @@ def test_generation_computed_with_a_stand_in_extractor(chain, tmp_path):
         f"pixelcnn_ckpt={chain['pixelcnn']}",
         STAND_IN,
         "logger=wandb",
-        "eval.fid_bootstrap=20",
+        "eval.fid_splits=3",
+        "eval.kid_bootstrap=20",
+        "eval.prc_repeats=2",
         "eval.prc_k=1",  # the tiny test split has 3 images: k must stay below that
     )
     gen = results["generation"]
@@ -196,7 +199,14 @@ def test_generation_computed_with_a_stand_in_extractor(chain, tmp_path):
     # n, extractor and an interval beside every number; under 2,048 samples it is flagged
     assert gen["n_generated"] == NUM_SAMPLES and gen["n_real"] == gen["num_real"] > 0
     assert gen["feature_extractor"].endswith("RandomConvFeatures") and gen["reliable"] is False
-    assert gen["fid_ci"][0] <= gen["fid_ci"][1] and gen["kid_ci"][0] <= gen["kid_ci"][1]
+    assert gen["kid_ci"][0] <= gen["kid"] <= gen["kid_ci"][1]
+    if gen["n_real"] >= 4:  # half-split intervals need two rows per half
+        assert gen["fid_ci"][0] <= gen["fid"] <= gen["fid_ci"][1]
+    else:
+        assert gen["fid_ci"] is None and "half-split" in gen["fid_ci_skipped"]
+    assert gen["feature_preprocessing"] is None  # a stand-in: no Inception recipe claimed
+    # every class with < 50 real images is skipped, listed, and keeps its n
+    assert gen["per_class_skipped"] == [n for n, s in gen["per_class"].items() if s["n_real"] < 50]
     assert 0 <= gen["precision"] <= 1 and 0 <= gen["recall"] <= 1 and gen["prc_k"] == 1
     assert results["metrics"]["test/n_generated"] == NUM_SAMPLES
     # class-conditional samples: FID per class, against that class's real images
@@ -217,7 +227,9 @@ def test_generation_computed_with_a_stand_in_extractor(chain, tmp_path):
         assert (
             math.isfinite(rungs[name]["fid"]) and rungs[name]["feature_extractor"] == gen["feature_extractor"]
         )
-        assert results["metrics"][f"test/ladder/{name}/fid"] == rungs[name]["fid"]
+        assert (
+            results["metrics"][f"test/ladder/{name}/{metric_key('fid', rungs[name])}"] == rungs[name]["fid"]
+        )
     assert results["reconstruction"]["normalization"] == "minmax" and "psnr_8bit" in results["reconstruction"]
     memorization = results["memorization"]
     for space in ("code_space", "feature_space"):

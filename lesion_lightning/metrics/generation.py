@@ -1,8 +1,8 @@
 """FID and KID between generated and real lesions, on Inception-v3 features or a stand-in extractor.
 
-Features are extracted once per image with whichever extractor is configured and fed to torchmetrics'
-FrechetInceptionDistance / KernelInceptionDistance through a pass-through module, so Inception runs
-once per image (not once per metric) and a stand-in extractor takes exactly the same code path.
+Features are extracted once per image with whichever extractor is configured and handed to
+metrics.distribution's set metrics (and torchmetrics' KID subsets through a pass-through module), so
+Inception runs once per image (not once per metric) and a stand-in extractor takes the same code path.
 
 Inception weights (metrics.inception): a local file as `eval.inception_weights`, either torch-fidelity's
 `weights-inception-2015-12-05-6726825d.pth` or the TorchScript `inception-2015-12-05.pt` / fid-helper's
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -175,42 +174,6 @@ def extract_features(
     if not feats:
         return torch.zeros(0, 0, dtype=torch.float64)
     return torch.cat(feats)
-
-
-def fid_kid(
-    real: torch.Tensor, fake: torch.Tensor, kid_subset_size: int = 50, kid_subsets: int = 100, seed: int = 0
-) -> dict[str, float]:
-    """FID and KID (mean, std over subsets) from (N, F) real and (M, F) generated features."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
-    from torchmetrics.image.kid import KernelInceptionDistance
-
-    if len(real) < 2 or len(fake) < 2:
-        raise GenerationUnavailable(
-            f"FID/KID need at least 2 real and 2 generated images, got "
-            f"{len(real)} real and {len(fake)} generated"
-        )
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"real features have {real.shape[1]} dims, generated ones {fake.shape[1]}")
-    dims = int(real.shape[1])
-    fid = FrechetInceptionDistance(feature=_Precomputed(dims))
-    fid.update(real, real=True)
-    fid.update(fake, real=False)
-    subset = min(kid_subset_size, len(real), len(fake))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
-        kid = KernelInceptionDistance(feature=_Precomputed(dims), subsets=kid_subsets, subset_size=subset)
-    kid.update(real, real=True)
-    kid.update(fake, real=False)
-    with torch.random.fork_rng(devices=[]):  # KID draws its subsets from the global RNG
-        torch.manual_seed(seed)
-        kid_mean, kid_std = kid.compute()
-    return {
-        "fid": float(fid.compute()),
-        "kid_mean": float(kid_mean),
-        "kid_std": float(kid_std),
-        "kid_subset_size": subset,
-        "num_features": dims,
-    }
 
 
 def sample_files(samples_dir: str | Path) -> list[Path]:

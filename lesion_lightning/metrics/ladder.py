@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Subset
 
 from lesion_lightning.metrics.distribution import set_metrics
 from lesion_lightning.metrics.generation import extract_features
+from lesion_lightning.metrics.naming import extractor_tag, metric_key
 
 RUNGS = ("floor", "reconstruction", "samples_matched", "samples")
 RUNG_LABELS = {
@@ -35,7 +36,8 @@ RUNG_LABELS = {
     "samples": "all samples",
 }
 # the numbers of each rung that go to the loggers as `{split}/ladder/{rung}/{key}`
-FLAT_RUNG_KEYS = ("fid", "kid", "precision", "recall", "n_compared", "n_real")
+# (set metrics on a stand-in extractor carry its name: metrics.naming.metric_key)
+FLAT_RUNG_KEYS = ("fid", "fid_inf", "kid", "precision", "recall", "n_compared", "n_real")
 
 
 def seeded_rows(num_items: int, size: int, seed: int) -> np.ndarray:
@@ -115,6 +117,7 @@ def fid_ladder(
         rung["feature_extractor"] = extractor_name
     return {
         "feature_extractor": extractor_name,
+        "num_features": int(reference.shape[1]),
         "image_size": list(size),
         "n_reference": m,
         "rungs": rungs,
@@ -122,17 +125,18 @@ def fid_ladder(
 
 
 def flat_ladder(ladder: dict, split: str) -> dict[str, float]:
-    """`{split}/ladder/{rung}/{key}` (+ `_ci_low` / `_ci_high` beside fid and kid) for the loggers."""
+    """`{split}/ladder/{rung}/{key}` (+ `_ci_low` / `_ci_high` where an interval exists) for the loggers;
+    on a stand-in extractor the set metrics are named after it (`fid_RandomConvFeatures16`)."""
     flat: dict[str, float] = {}
     for name, rung in (ladder.get("rungs") or {}).items():
         for key in FLAT_RUNG_KEYS:
             value = rung.get(key)
             if isinstance(value, int | float) and not isinstance(value, bool):
-                flat[f"{split}/ladder/{name}/{key}"] = float(value)
+                flat[f"{split}/ladder/{name}/{metric_key(key, rung)}"] = float(value)
             interval = rung.get(f"{key}_ci")
             if isinstance(interval, list | tuple) and len(interval) == 2:
-                flat[f"{split}/ladder/{name}/{key}_ci_low"] = float(interval[0])
-                flat[f"{split}/ladder/{name}/{key}_ci_high"] = float(interval[1])
+                flat[f"{split}/ladder/{name}/{metric_key(key + '_ci_low', rung)}"] = float(interval[0])
+                flat[f"{split}/ladder/{name}/{metric_key(key + '_ci_high', rung)}"] = float(interval[1])
     return flat
 
 
@@ -147,7 +151,7 @@ def _with_ci(rung: dict, key: str, fmt: str) -> str:
 
 
 def ladder_rows(ladder: dict) -> list[list[str]]:
-    """One row per rung: rung, n compared / n real, FID [CI], KID [CI], precision, recall."""
+    """One row per rung: rung, n compared / n real, FID, FID-infinity, KID, precision, recall [CIs]."""
     rows = []
     for name in RUNGS:
         rung = (ladder.get("rungs") or {}).get(name)
@@ -161,6 +165,7 @@ def ladder_rows(ladder: dict) -> list[list[str]]:
                 RUNG_LABELS[name],
                 n,
                 _with_ci(rung, "fid", ".4g"),
+                _with_ci(rung, "fid_inf", ".4g"),
                 _with_ci(rung, "kid", ".3g"),
                 _with_ci(rung, "precision", ".3f"),
                 _with_ci(rung, "recall", ".3f"),
@@ -169,7 +174,25 @@ def ladder_rows(ladder: dict) -> list[list[str]]:
     return rows
 
 
-LADDER_HEADER = ["rung", "n compared / real", "FID [95% CI]", "KID [95% CI]", "precision", "recall"]
+LADDER_HEADER = [
+    "rung",
+    "n compared / real",
+    "FID [95% CI]",
+    "FID-inf [95% CI]",
+    "KID [95% CI]",
+    "precision [95% CI]",
+    "recall [95% CI]",
+]
+
+
+def ladder_header(ladder: dict) -> list[str]:
+    """LADDER_HEADER, the set metrics named after a stand-in extractor (never a bare "FID" for them)."""
+    tag = extractor_tag(ladder)
+    if not tag:
+        return list(LADDER_HEADER)
+    return LADDER_HEADER[:2] + [
+        f"{h.split(' ', 1)[0]}_{tag}" + h[len(h.split(" ", 1)[0]) :] for h in LADDER_HEADER[2:]
+    ]
 
 
 def format_ladder(ladder: dict, split: str, normalization: str | None) -> str:
@@ -178,7 +201,7 @@ def format_ladder(ladder: dict, split: str, normalization: str | None) -> str:
         f"FID ladder vs {ladder.get('n_reference')} real {split} images, {ladder.get('feature_extractor')}, "
         f"images at {'x'.join(map(str, ladder.get('image_size') or []))}, data.normalization={normalization}"
     )
-    rows = [LADDER_HEADER, *ladder_rows(ladder)]
+    rows = [ladder_header(ladder), *ladder_rows(ladder)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(LADDER_HEADER))]
     lines = [title] + ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows]
     return "\n".join(lines)
