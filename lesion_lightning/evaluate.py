@@ -32,6 +32,7 @@ from lesion_lightning.metrics.generation import (
     build_inception,
     sample_files,
 )
+from lesion_lightning.metrics.naming import metric_key
 from lesion_lightning.metrics.prior import marginal_bits_per_grid, model_bits_per_grid
 from lesion_lightning.metrics.sample_quality import generation_metrics, memorization_metrics
 from lesion_lightning.metrics.stats import mean_interval, per_image_psnr, with_interval
@@ -58,6 +59,7 @@ FLAT_KEYS = {
     ),
     "generation": (
         "fid",
+        "fid_inf",
         "kid",
         "kid_mean",
         "kid_std",
@@ -299,22 +301,26 @@ def memorization_section(
 def flat_metrics(results: dict, split: str = "test") -> dict[str, float]:
     """`{split}/psnr`, `{split}/bits_per_dim`, ... for loggers and the console (computed values only)."""
     flat = {}
+    generation = results.get("generation") or {}
     for section, keys in FLAT_KEYS.items():
         for key in keys:
-            value = (results.get(section) or {}).get(key)
+            values = results.get(section) or {}
+            # a stand-in extractor's FID/KID/P/R carry its name (test/fid_RandomConvFeatures16)
+            name = metric_key(key, generation) if section == "generation" else key
+            value = values.get(key)
             if isinstance(value, int | float):
-                flat[f"{split}/{key}"] = float(value)
-            interval = (results.get(section) or {}).get(f"{key}_ci")
+                flat[f"{split}/{name}"] = float(value)
+            interval = values.get(f"{key}_ci")
             if (
                 isinstance(interval, list)
                 and len(interval) == 2
                 and all(isinstance(v, float) for v in interval)
             ):
-                flat[f"{split}/{key}_ci_low"], flat[f"{split}/{key}_ci_high"] = interval
-    for name, stats in ((results.get("generation") or {}).get("per_class") or {}).items():
+                flat[f"{split}/{name}_ci_low"], flat[f"{split}/{name}_ci_high"] = interval
+    for name, stats in (generation.get("per_class") or {}).items():
         for key in ("fid", "kid", "n_generated", "n_real"):
             if isinstance(stats.get(key), int | float):
-                flat[f"{split}/{key}/{name}"] = float(stats[key])
+                flat[f"{split}/{metric_key(key, generation)}/{name}"] = float(stats[key])
     for space in ("code_space", "feature_space"):
         mem = (results.get("memorization") or {}).get(space) or {}
         if isinstance(mem.get("memorized_fraction"), float):
