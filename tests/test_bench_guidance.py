@@ -59,7 +59,11 @@ def test_bench_guidance_writes_one_row_per_weight(chain, tmp_path: Path) -> None
     for row in rows:
         assert row["s_per_image"] > 0 and row["n_generated"] == 6 and row["n_real"] >= 2
         assert row["extractor"] == "RandomConvFeatures/16" and row["reliable"] is False
-        assert np.isfinite(row["fid"]) and len(row["fid_ci"]) == 2
+        assert np.isfinite(row["fid"])
+        # half-split intervals need >= 4 images per side; below that none is claimed
+        assert (
+            len(row["fid_ci"]) == 2 if min(row["n_real"], row["n_generated"]) >= 4 else row["fid_ci"] is None
+        )
         assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
         assert sum(row[f"n_{c}"] for c in classes) == 6
         for c in classes:
