@@ -34,7 +34,14 @@ from lesion_lightning.metrics.generation import (
     extract_features,
     sample_files,
 )
-from lesion_lightning.metrics.ladder import fid_ladder, flat_ladder, format_ladder, ladder_header, ladder_rows
+from lesion_lightning.metrics.ladder import (
+    fid_ladder,
+    flat_ladder,
+    format_ladder,
+    ladder_header,
+    ladder_rows,
+)
+from lesion_lightning.metrics.naming import metric_key
 from lesion_lightning.metrics.prior import choose_smoothing, marginal_bits_per_grid, model_bits_per_grid
 from lesion_lightning.metrics.sample_quality import (
     generation_metrics,
@@ -43,7 +50,7 @@ from lesion_lightning.metrics.sample_quality import (
     set_metric_options,
 )
 from lesion_lightning.metrics.scale import PSNR_8BIT_DEFINITION, SCALE_NOTES, psnr_8bit
-from lesion_lightning.metrics.stats import mean_interval, per_image_psnr, with_interval
+from lesion_lightning.metrics.stats import ci_key, mean_interval, per_image_psnr, with_interval
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.utils.config import plain_settings
 from lesion_lightning.utils.instantiate import instantiate_loggers
@@ -67,6 +74,7 @@ FLAT_KEYS = {
     ),
     "generation": (
         "fid",
+        "fid_inf",
         "kid",
         "kid_mean",
         "kid_std",
@@ -145,8 +153,7 @@ def reconstruction_metrics(
     }
     # 95 % intervals: bootstrap over the split's images (the point values stay the torchmetrics ones)
     for key, values in (("mse", mse_i), ("psnr", per_image_psnr(mse_i)), ("ssim", ssim_i)):
-        interval = mean_interval(values, num_bootstrap, seed)
-        section[f"{key}_ci"] = [interval["ci_low"], interval["ci_high"]]
+        section[ci_key(key)] = mean_interval(values, num_bootstrap, seed).interval.to_json()
     if image_psnr_8bit:
         with_interval(
             section, "psnr_8bit", mean_interval(np.concatenate(image_psnr_8bit), num_bootstrap, seed)
@@ -253,11 +260,9 @@ def _marginal_smoothing(
 def _bits_with_intervals(section: dict, prefix: str, per_grid, grid: list[int], cfg: DictConfig) -> None:
     """`{prefix}_per_dim` and `{prefix}_per_image` (= bits/dim x H x W: comparable across grid sizes)
     with 95 % bootstrap intervals over the split's grids."""
-    interval = mean_interval(per_grid, int(cfg.eval.get("bootstrap", 1000)), int(cfg.seed))
-    with_interval(section, f"{prefix}_per_dim", interval)
-    positions = math.prod(grid)
-    per_image = {k: v * positions if k != "n" else v for k, v in interval.items()}
-    with_interval(section, f"{prefix}_per_image", per_image)
+    estimate = mean_interval(per_grid, int(cfg.eval.get("bootstrap", 1000)), int(cfg.seed))
+    with_interval(section, f"{prefix}_per_dim", estimate)
+    with_interval(section, f"{prefix}_per_image", estimate.scaled(math.prod(grid)))
 
 
 # -------------------------------------------------------------------------------------------------- generation
@@ -407,22 +412,26 @@ def memorization_section(
 def flat_metrics(results: dict, split: str = "test") -> dict[str, float]:
     """`{split}/psnr`, `{split}/bits_per_dim`, ... for loggers and the console (computed values only)."""
     flat = {}
+    generation = results.get("generation") or {}
     for section, keys in FLAT_KEYS.items():
         for key in keys:
-            value = (results.get(section) or {}).get(key)
+            values = results.get(section) or {}
+            # a stand-in extractor's FID/KID/P/R carry its name (test/fid_RandomConvFeatures16)
+            name = metric_key(key, generation) if section == "generation" else key
+            value = values.get(key)
             if isinstance(value, int | float):
-                flat[f"{split}/{key}"] = float(value)
-            interval = (results.get(section) or {}).get(f"{key}_ci")
+                flat[f"{split}/{name}"] = float(value)
+            interval = values.get(f"{key}_ci")
             if (
                 isinstance(interval, list)
                 and len(interval) == 2
                 and all(isinstance(v, float) for v in interval)
             ):
-                flat[f"{split}/{key}_ci_low"], flat[f"{split}/{key}_ci_high"] = interval
-    for name, stats in ((results.get("generation") or {}).get("per_class") or {}).items():
+                flat[f"{split}/{name}_ci_low"], flat[f"{split}/{name}_ci_high"] = interval
+    for name, stats in (generation.get("per_class") or {}).items():
         for key in ("fid", "kid", "n_generated", "n_real"):
             if isinstance(stats.get(key), int | float):
-                flat[f"{split}/{key}/{name}"] = float(stats[key])
+                flat[f"{split}/{metric_key(key, generation)}/{name}"] = float(stats[key])
     flat.update(flat_ladder(results.get("ladder") or {}, split))
     for space in ("code_space", "feature_space"):
         mem = (results.get("memorization") or {}).get(space) or {}

@@ -61,12 +61,16 @@ def test_bench_guidance_writes_one_row_per_weight(chain, tmp_path: Path) -> None
     for row in rows:
         assert row["s_per_image"] > 0 and row["n_generated"] == 6 and row["n_real"] >= 2
         assert row["extractor"] == "RandomConvFeatures/16" and row["reliable"] is False
-        assert np.isfinite(row["fid"]) and len(row["fid_ci"]) == 2
+        assert np.isfinite(row["fid"])
+        # half-split intervals need >= 4 images per side; below that none is claimed
+        assert (
+            len(row["fid_ci"]) == 2 if min(row["n_real"], row["n_generated"]) >= 4 else row["fid_ci"] is None
+        )
         assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
         assert sum(row[f"n_{c}"] for c in classes) == 6
         for c in classes:
             if row[f"n_{c}"]:
-                assert 0 <= row[f"fidelity_{c}"] <= 1 and len(row[f"fidelity_{c}_ci95"]) == 2
+                assert 0 <= row[f"fidelity_{c}"] <= 1 and len(row[f"fidelity_{c}_ci"]) == 2
     # no utility stage in the chain: the classifier was trained here, on the real train split
     assert report["classifier"]["source"].startswith("trained here")
     assert Path(report["classifier"]["checkpoints"][0]).is_file()

@@ -209,11 +209,17 @@ def test_generation_computed_with_a_stand_in_extractor(chain, tmp_path):
     assert gen["per_class_skipped"] == [n for n, s in gen["per_class"].items() if s["n_real"] < 50]
     assert 0 <= gen["precision"] <= 1 and 0 <= gen["recall"] <= 1 and gen["prc_k"] == 1
     assert results["metrics"]["test/n_generated"] == NUM_SAMPLES
+    # stand-in numbers never pass as FID: the flat names (CSV, TensorBoard, W&B) carry the extractor
+    assert (
+        results["metrics"]["test/fid_RandomConvFeatures8"] == gen["fid"]
+        and "test/fid" not in results["metrics"]
+    )
+    assert results["metrics"]["test/kid_RandomConvFeatures8_ci_low"] == gen["kid_ci"][0]
     # class-conditional samples: FID per class, against that class's real images
     assert set(gen["per_class"]) == set(build_datamodule(chain["vqvae"]).class_names)
     for name, stats in gen["per_class"].items():
         if "fid" in stats:
-            assert results["metrics"][f"test/fid/{name}"] == stats["fid"]
+            assert results["metrics"][f"test/fid_RandomConvFeatures8/{name}"] == stats["fid"]
     # the FID ladder: every rung against the same real reference, on the same extractor
     ladder = results["ladder"]
     assert (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lesion_lightning.report import write_report
+from lesion_lightning.report.publish import write_report
 
 STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate")
 

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from lesion_lightning.metrics.generation import GenerationUnavailable
-from lesion_lightning.metrics.stats import CONFIDENCE, percentile_interval
+from lesion_lightning.metrics.stats import CONFIDENCE, Interval
 
 # below this many images on either side an FID/KID is reported as unreliable (the Inception feature size)
 RELIABLE_N = 2048
@@ -62,23 +62,68 @@ def _cov_factor(x: torch.Tensor) -> torch.Tensor:
     return torch.linalg.qr(xc, mode="r")[1] if n > dims else xc
 
 
-def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
-    """||mu_r - mu_g||^2 + tr S_r + tr S_g - 2 tr (S_r S_g)^(1/2), in float64.
+def _double_center(block: torch.Tensor) -> torch.Tensor:
+    return block - block.mean(0, keepdim=True) - block.mean(1, keepdim=True) + block.mean()
 
-    tr (S_r S_g)^(1/2) is the sum of singular values (nuclear norm) of B_r B_g^T for any factors with
-    B^T B = S: the eigenvalues of S_r S_g are the squared singular values of B_r B_g^T. With B the
-    centred rows (n <= F) or their QR factor (n > F) this costs min(n, F)^2 F, and a rank-deficient
-    covariance (n < F) needs no regularising offset.
+
+def _sqrt_eig_sum(gram: torch.Tensor) -> torch.Tensor:
+    """sum sqrt(eig(gram)) of a PSD matrix (round-off negatives clamped)."""
+    return torch.linalg.eigvalsh((gram + gram.T) / 2).clamp(min=0).sqrt().sum()
+
+
+class FrechetSets:
+    """The Frechet distance between any row subsets of two fixed feature sets, in float64.
+
+    FID = ||mu_r - mu_g||^2 + tr S_r + tr S_g - 2 tr (S_r S_g)^(1/2), where tr (S_r S_g)^(1/2) is the
+    sum of singular values of A_r A_g^T (A: centred rows / sqrt(n - 1)): the eigenvalues of S_r S_g are
+    their squares, so a rank-deficient covariance (n < F) needs no regularising offset.
+    With fewer rows than features on one side (the usual case at 2048-d), every term is read off the
+    linear Gram matrices X_r X_r^T, X_g X_g^T, X_r X_g^T computed once: a subset's A_r A_g^T is the
+    double-centred block of X_r X_g^T, so a replicate costs min(n_r, n_g)^2 max(n_r, n_g), not F.
+    Otherwise (both sides larger than F) it works on QR factors of the centred features.
     """
-    real, fake = real.double(), fake.double()
-    if min(len(real), len(fake)) < 2:
-        raise GenerationUnavailable(
-            f"FID needs at least 2 real and 2 generated images, got {len(real)} real and {len(fake)} generated"
-        )
-    b_r, b_g = _cov_factor(real), _cov_factor(fake)
-    cross = torch.linalg.svdvals(b_r @ b_g.T).sum()
-    mean_term = (real.mean(0) - fake.mean(0)).square().sum()
-    return float(mean_term + b_r.square().sum() + b_g.square().sum() - 2 * cross)
+
+    def __init__(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        self.real, self.fake = real.double(), fake.double()
+        self.gram = min(len(real), len(fake)) <= real.shape[1]
+        if self.gram:
+            self.k_rr = self.real @ self.real.T
+            self.k_gg = self.fake @ self.fake.T
+            self.k_rg = self.real @ self.fake.T
+
+    def __call__(self, rows_r: torch.Tensor | None = None, rows_g: torch.Tensor | None = None) -> float:
+        n_r = len(self.real) if rows_r is None else len(rows_r)
+        n_g = len(self.fake) if rows_g is None else len(rows_g)
+        if min(n_r, n_g) < 2:
+            raise GenerationUnavailable(
+                f"FID needs at least 2 real and 2 generated images, got {n_r} real and {n_g} generated"
+            )
+        if not self.gram:
+            real = self.real if rows_r is None else self.real[rows_r]
+            fake = self.fake if rows_g is None else self.fake[rows_g]
+            b_r, b_g = _cov_factor(real), _cov_factor(fake)
+            cross = torch.linalg.svdvals(b_r @ b_g.T).sum()
+            mean_term = (real.mean(0) - fake.mean(0)).square().sum()
+            return float(mean_term + b_r.square().sum() + b_g.square().sum() - 2 * cross)
+        k_rr = self.k_rr if rows_r is None else self.k_rr[rows_r][:, rows_r]
+        k_gg = self.k_gg if rows_g is None else self.k_gg[rows_g][:, rows_g]
+        k_rg = self.k_rg
+        if rows_r is not None:
+            k_rg = k_rg[rows_r]
+        if rows_g is not None:
+            k_rg = k_rg[:, rows_g]
+        mean_term = k_rr.mean() + k_gg.mean() - 2 * k_rg.mean()
+        trace_r = (k_rr.trace() - k_rr.sum() / n_r) / (n_r - 1)
+        trace_g = (k_gg.trace() - k_gg.sum() / n_g) / (n_g - 1)
+        m = _double_center(k_rg)  # (n_r, n_g) = A_r A_g^T * sqrt((n_r - 1)(n_g - 1))
+        inner = m @ m.T if n_r <= n_g else m.T @ m
+        cross = _sqrt_eig_sum(inner) / math.sqrt((n_r - 1) * (n_g - 1))
+        return float(mean_term + trace_r + trace_g - 2 * cross)
+
+
+def frechet_distance(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID of two feature sets (FrechetSets on the full sets)."""
+    return FrechetSets(real, fake)()
 
 
 def _take(n: int, m: int, gen: torch.Generator) -> torch.Tensor:
@@ -86,18 +131,29 @@ def _take(n: int, m: int, gen: torch.Generator) -> torch.Tensor:
     return torch.randperm(n, generator=gen)[:m]
 
 
-def fid_infinity(real: torch.Tensor, fake: torch.Tensor, gen: torch.Generator) -> dict[str, float]:
-    """Chong & Forsyth's extrapolation on both sides: FID(f) = a + b / f over subsets of fraction f."""
-    n_r, n_g = len(real), len(fake)
-    inv_f, values = [1.0], [frechet_distance(real, fake)]
+def fid_infinity(
+    sets: FrechetSets, rows_r: torch.Tensor, rows_g: torch.Tensor, gen: torch.Generator
+) -> dict[str, float]:
+    """Chong & Forsyth's extrapolation on both sides: FID(f) = a + b / f over subsets of fraction f
+    of the rows `rows_r` / `rows_g`."""
+    n_r, n_g = len(rows_r), len(rows_g)
+    device = sets.real.device
+    inv_f, values = [1.0], [sets(rows_r.to(device), rows_g.to(device))]
     for frac in FID_INF_FRACTIONS:
         m_r, m_g = max(2, round(frac * n_r)), max(2, round(frac * n_g))
         for _ in range(FID_INF_REPEATS):
-            rows_r, rows_g = _take(n_r, m_r, gen), _take(n_g, m_g, gen)
+            sub_r, sub_g = rows_r[_take(n_r, m_r, gen)], rows_g[_take(n_g, m_g, gen)]
             inv_f.append(1.0 / frac)
-            values.append(frechet_distance(real[rows_r.to(real.device)], fake[rows_g.to(fake.device)]))
+            values.append(sets(sub_r.to(device), sub_g.to(device)))
     slope, intercept = np.polyfit(np.array(inv_f), np.array(values), 1)
     return {"fid_inf": float(intercept), "fid_inf_slope": float(slope), "fid_full": values[0]}
+
+
+def _normal(estimate: float, se: float, confidence: float, over: str) -> list[float]:
+    z = _z(confidence)
+    return Interval(
+        estimate - z * se, estimate + z * se, confidence, f"normal approximation, SE from {over}"
+    ).to_json()
 
 
 def frechet_intervals(
@@ -110,8 +166,16 @@ def frechet_intervals(
     """`fid`, `fid_ci`, `fid_inf`, `fid_inf_ci` (see the module doc); no resample repeats a row."""
     gen = torch.Generator().manual_seed(seed)
     n_r, n_g = len(real), len(fake)
+    sets = FrechetSets(real, fake)
+    all_r, all_g = torch.arange(n_r), torch.arange(n_g)
     with_inf = min(n_r, n_g) // 2 * FID_INF_FRACTIONS[0] >= FID_INF_MIN_ROWS
-    full = fid_infinity(real, fake, gen) if with_inf else {"fid_full": frechet_distance(real, fake)}
+
+    def one(rows_r: torch.Tensor, rows_g: torch.Tensor) -> dict[str, float]:
+        if with_inf:
+            return fid_infinity(sets, rows_r, rows_g, gen)
+        return {"fid_full": sets(rows_r.to(real.device), rows_g.to(real.device))}
+
+    full = one(all_r, all_g)
     out: dict = {"fid": full["fid_full"], "fid_ci": None, "fid_splits": num_splits}
     if with_inf:
         out.update({"fid_inf": full["fid_inf"], "fid_inf_slope": full["fid_inf_slope"], "fid_inf_ci": None})
@@ -128,22 +192,17 @@ def frechet_intervals(
     diffs, diffs_inf = [], []
     for _ in range(num_splits):
         perm_r, perm_g = torch.randperm(n_r, generator=gen), torch.randperm(n_g, generator=gen)
-        halves = []
-        for part in (slice(None, n_r // 2), slice(n_r // 2, None)):
-            part_g = slice(None, n_g // 2) if part.start is None else slice(n_g // 2, None)
-            r, f = real[perm_r[part].to(real.device)], fake[perm_g[part_g].to(fake.device)]
-            halves.append(fid_infinity(r, f, gen) if with_inf else {"fid_full": frechet_distance(r, f)})
-        diffs.append(halves[0]["fid_full"] - halves[1]["fid_full"])
+        first = one(perm_r[: n_r // 2], perm_g[: n_g // 2])
+        second = one(perm_r[n_r // 2 :], perm_g[n_g // 2 :])
+        diffs.append(first["fid_full"] - second["fid_full"])
         if with_inf:
-            diffs_inf.append(halves[0]["fid_inf"] - halves[1]["fid_inf"])
-    z = _z(confidence)
+            diffs_inf.append(first["fid_inf"] - second["fid_inf"])
+    over = f"{num_splits} random disjoint half-splits of both sets"
     se = math.sqrt(float(np.mean(np.square(diffs))) / 4)
-    out.update({"fid_se": se, "fid_ci": [out["fid"] - z * se, out["fid"] + z * se]})
+    out.update({"fid_se": se, "fid_ci": _normal(out["fid"], se, confidence, over)})
     if with_inf:
         se_inf = math.sqrt(float(np.mean(np.square(diffs_inf))) / 4)
-        out.update(
-            {"fid_inf_se": se_inf, "fid_inf_ci": [out["fid_inf"] - z * se_inf, out["fid_inf"] + z * se_inf]}
-        )
+        out.update({"fid_inf_se": se_inf, "fid_inf_ci": _normal(out["fid_inf"], se_inf, confidence, over)})
     return out
 
 
@@ -221,7 +280,7 @@ def kid_interval(
         )
         reps.append(kernel(c_g, c_r).cpu())
     if reps:
-        out["kid_ci"] = list(percentile_interval(torch.cat(reps).numpy(), confidence))
+        out["kid_ci"] = Interval.percentile(torch.cat(reps).numpy(), confidence).to_json()
     return out
 
 
@@ -290,7 +349,9 @@ def precision_recall_equal_n(
         between = float(np.var(vals, ddof=1)) if len(vals) > 1 else 0.0
         se = math.sqrt(between + p * (1 - p) / m)
         out[name] = p
-        out[f"{name}_ci"] = [max(0.0, p - z * se), min(1.0, p + z * se)]
+        out[f"{name}_ci"] = Interval(
+            max(0.0, p - z * se), min(1.0, p + z * se), confidence, "normal approximation, clipped to [0, 1]"
+        ).to_json()
     return out
 
 
