@@ -219,7 +219,7 @@ def prior_section(
 
 
 def _marginal_smoothing(
-    cfg: DictConfig, index_dir, manifest: dict, train, section: dict, notes: list
+    cfg: DictConfig, index_dir, manifest: IndexManifest, train, section: dict, notes: list
 ) -> float:
     """The baseline's add-alpha: eval.marginal_smoothing when set, else the best of
     eval.marginal_smoothing_grid on the val codes (never on the split being reported)."""
@@ -231,14 +231,14 @@ def _marginal_smoothing(
         }
         return float(fixed)
     grid = list(cfg.eval.marginal_smoothing_grid)
-    if manifest["splits"].get("val", 0) == 0 or cfg.split == "val":
+    if not manifest.has_split("val") or cfg.split == "val":
         alpha = 1.0
         why = "no val split" if cfg.split != "val" else "the evaluated split is val itself"
         notes.append(f"marginal baseline smoothing fixed at alpha=1 ({why}: nothing held out to choose on)")
         section["marginal_smoothing"] = {"alpha": alpha, "chosen_on": f"nothing ({why})"}
         return alpha
     val = IndexDataset(index_dir, "val")
-    alpha, scores = choose_smoothing(train.indices, val.indices, int(manifest["num_codes"]), grid)
+    alpha, scores = choose_smoothing(train.indices, val.indices, manifest.num_codes, grid)
     section["marginal_smoothing"] = {
         "alpha": alpha,
         "chosen_on": f"val codes ({len(val)} grids): lowest marginal bits/dim over eval.marginal_smoothing_grid",
