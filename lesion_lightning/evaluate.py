@@ -16,10 +16,11 @@ import math
 from pathlib import Path
 
 import hydra
+import numpy as np
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchvision.utils import make_grid
 
@@ -30,10 +31,25 @@ from lesion_lightning.metrics.distribution import reliability_label
 from lesion_lightning.metrics.generation import (
     GenerationUnavailable,
     build_inception,
+    extract_features,
     sample_files,
 )
-from lesion_lightning.metrics.prior import marginal_bits_per_grid, model_bits_per_grid
-from lesion_lightning.metrics.sample_quality import generation_metrics, memorization_metrics
+from lesion_lightning.metrics.ladder import (
+    fid_ladder,
+    flat_ladder,
+    format_ladder,
+    ladder_header,
+    ladder_rows,
+)
+from lesion_lightning.metrics.naming import metric_key
+from lesion_lightning.metrics.prior import choose_smoothing, marginal_bits_per_grid, model_bits_per_grid
+from lesion_lightning.metrics.sample_quality import (
+    generation_metrics,
+    memorization_metrics,
+    real_subset,
+    set_metric_options,
+)
+from lesion_lightning.metrics.scale import PSNR_8BIT_DEFINITION, SCALE_NOTES, psnr_8bit
 from lesion_lightning.metrics.stats import ci_key, mean_interval, per_image_psnr, with_interval
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.utils.config import plain_settings
@@ -44,11 +60,11 @@ from lesion_lightning.utils.wandb_utils import finish_wandb
 
 log = logging.getLogger(__name__)
 
-SECTIONS = ("reconstruction", "prior", "generation", "memorization")
+SECTIONS = ("reconstruction", "prior", "generation", "ladder", "memorization")
 # section key -> flat metric name (logged as `{split}/<name>`, like the training stages' test metrics);
 # a `<name>_ci` interval beside a value is logged as `<name>_ci_low` / `<name>_ci_high`
 FLAT_KEYS = {
-    "reconstruction": ("mse", "psnr", "ssim", "codebook_usage", "perplexity", "num_images"),
+    "reconstruction": ("mse", "psnr", "psnr_8bit", "ssim", "codebook_usage", "perplexity", "num_images"),
     "prior": (
         "bits_per_dim",
         "bits_per_image",
@@ -58,6 +74,7 @@ FLAT_KEYS = {
     ),
     "generation": (
         "fid",
+        "fid_inf",
         "kid",
         "kid_mean",
         "kid_std",
@@ -82,10 +99,13 @@ def reconstruction_metrics(
     num_images: int = 8,
     num_bootstrap: int = 1000,
     seed: int = 0,
+    normalization: str | None = None,
 ) -> tuple[dict, torch.Tensor | None]:
     """MSE / PSNR / SSIM (means of per-image values) of clamped reconstructions and codebook usage
     over the whole dataset, with 95 % bootstrap intervals over its images.
 
+    `normalization` (data.normalization) is named in the section; with `minmax` and a dataset that
+    keeps its originals (`raw_image`), PSNR on the original 8-bit scale is added (metrics.scale).
     Returns the section dict and a picture (originals row above reconstructions row), or None.
     """
     if len(dataset) == 0:
@@ -94,7 +114,8 @@ def reconstruction_metrics(
     psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3)).to(device)
     ssim = StructuralSimilarityIndexMeasure(data_range=1.0, reduction="none").to(device)
     usage = CodebookUsage(vqvae.net.codebook_size).to(device)
-    squared_error, num_values, image_mse = 0.0, 0, []
+    squared_error, num_values, image_mse, image_psnr_8bit = 0.0, 0, [], []
+    original_scale = normalization == "minmax" and hasattr(dataset, "raw_image")
     originals, recons = [], []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     for batch in loader:
@@ -107,6 +128,11 @@ def reconstruction_metrics(
         psnr.update(recon, x)
         ssim.update(recon, x)
         usage.update(out.indices)
+        if original_scale:  # (b, 3, H, W) uint8 originals of this batch, to undo each image's stretch
+            raw = torch.stack(
+                [torch.from_numpy(dataset.raw_image(int(i))).permute(2, 0, 1) for i in batch["index"]]
+            )
+            image_psnr_8bit.append(psnr_8bit(recon.cpu(), raw))
         kept = sum(len(o) for o in originals)
         if kept < num_images:
             originals.append(x[: num_images - kept].cpu())
@@ -122,10 +148,17 @@ def reconstruction_metrics(
         "codebook_usage": float(stats["codebook_usage"]),
         "perplexity": float(stats["perplexity"]),
         "codebook_size": int(vqvae.net.codebook_size),
+        "normalization": normalization,
+        "scale": SCALE_NOTES.get(str(normalization), "unknown: data.normalization not recorded"),
     }
     # 95 % intervals: bootstrap over the split's images (the point values stay the torchmetrics ones)
     for key, values in (("mse", mse_i), ("psnr", per_image_psnr(mse_i)), ("ssim", ssim_i)):
         section[ci_key(key)] = mean_interval(values, num_bootstrap, seed).interval.to_json()
+    if image_psnr_8bit:
+        with_interval(
+            section, "psnr_8bit", mean_interval(np.concatenate(image_psnr_8bit), num_bootstrap, seed)
+        )
+        section["psnr_8bit_definition"] = PSNR_8BIT_DEFINITION
     picture = None
     if originals:
         top, bottom = torch.cat(originals), torch.cat(recons)
@@ -175,15 +208,43 @@ def prior_section(
         notes.append("no pixelcnn_ckpt: only the marginal baseline")
     if manifest.has_split("train"):
         train = IndexDataset(index_dir, "train")
-        per_grid = marginal_bits_per_grid(
-            train.indices, test.indices, num_codes, alpha=cfg.eval.marginal_smoothing
-        )
+        alpha = _marginal_smoothing(cfg, index_dir, manifest, train, section, notes)
+        per_grid = marginal_bits_per_grid(train.indices, test.indices, num_codes, alpha=alpha)
         _bits_with_intervals(section, "marginal_bits", per_grid, grid, cfg)
     else:
         notes.append("no train split in the index dataset: marginal baseline not computed")
     if notes:
         section["notes"] = notes
     return section
+
+
+def _marginal_smoothing(
+    cfg: DictConfig, index_dir, manifest: IndexManifest, train, section: dict, notes: list
+) -> float:
+    """The baseline's add-alpha: eval.marginal_smoothing when set, else the best of
+    eval.marginal_smoothing_grid on the val codes (never on the split being reported)."""
+    fixed = cfg.eval.get("marginal_smoothing")
+    if fixed is not None:
+        section["marginal_smoothing"] = {
+            "alpha": float(fixed),
+            "chosen_on": "fixed by eval.marginal_smoothing",
+        }
+        return float(fixed)
+    grid = list(cfg.eval.marginal_smoothing_grid)
+    if not manifest.has_split("val") or cfg.split == "val":
+        alpha = 1.0
+        why = "no val split" if cfg.split != "val" else "the evaluated split is val itself"
+        notes.append(f"marginal baseline smoothing fixed at alpha=1 ({why}: nothing held out to choose on)")
+        section["marginal_smoothing"] = {"alpha": alpha, "chosen_on": f"nothing ({why})"}
+        return alpha
+    val = IndexDataset(index_dir, "val")
+    alpha, scores = choose_smoothing(train.indices, val.indices, manifest.num_codes, grid)
+    section["marginal_smoothing"] = {
+        "alpha": alpha,
+        "chosen_on": f"val codes ({len(val)} grids): lowest marginal bits/dim over eval.marginal_smoothing_grid",
+        "val_bits_per_dim": {str(a): b for a, b in scores.items()},
+    }
+    return alpha
 
 
 def _bits_with_intervals(section: dict, prefix: str, per_grid, grid: list[int], cfg: DictConfig) -> None:
@@ -247,6 +308,61 @@ def generation_section(
         return {"skipped": str(err)}
 
 
+def ladder_section(
+    cfg: DictConfig,
+    vqvae,
+    dm,
+    real_dataset,
+    device: torch.device,
+    cache: dict | None = None,
+) -> dict:
+    """The FID ladder (metrics.ladder): floor, rFID and samples against the generation section's reference.
+
+    Reuses the generation section's extractor and features (`cache`); without samples it extracts the
+    reference itself, so floor and rFID are there as soon as an extractor is."""
+    if not cfg.eval.get("ladder", True):
+        return {"skipped": "eval.ladder=false"}
+    cache = cache or {}
+    if len(real_dataset) < 2:
+        return {"skipped": f"the {cfg.split} split holds {len(real_dataset)} images (need 2)"}
+    if "real" in cache:
+        extractor, name, reference, rows, size = (
+            cache[k] for k in ("extractor", "name", "real", "rows", "size")
+        )
+    else:
+        try:
+            extractor, name = _feature_extractor(cfg, device)
+        except GenerationUnavailable as err:
+            return {"skipped": str(err)}
+        rows = real_subset(len(real_dataset), cfg.eval.get("max_real"), int(cfg.seed))
+        size = tuple(real_dataset[0]["image"].shape[-2:])
+        loader = DataLoader(Subset(real_dataset, rows.tolist()), batch_size=cfg.batch_size, shuffle=False)
+        reference = extract_features(extractor, (b["image"] for b in loader), device, size=size)
+    train = dm.split_dataset("train", augment=False)
+    if len(train) < 2:
+        return {"skipped": f"the train split holds {len(train)} images: no floor to compare with (need 2)"}
+    try:
+        return fid_ladder(
+            extractor,
+            name,
+            reference,
+            rows,
+            real_dataset,
+            train,
+            vqvae,
+            cache.get("fake"),
+            size,
+            set_metric_options(cfg.eval, int(cfg.seed), device, name),
+            batch_size=cfg.batch_size,
+            num_workers=cfg.num_workers,
+            seed=int(cfg.seed),
+            device=device,
+        )
+    except GenerationUnavailable as err:
+        log.warning("FID ladder skipped: %s", err)
+        return {"skipped": str(err)}
+
+
 def memorization_section(
     cfg: DictConfig,
     dm,
@@ -280,22 +396,27 @@ def memorization_section(
 def flat_metrics(results: dict, split: str = "test") -> dict[str, float]:
     """`{split}/psnr`, `{split}/bits_per_dim`, ... for loggers and the console (computed values only)."""
     flat = {}
+    generation = results.get("generation") or {}
     for section, keys in FLAT_KEYS.items():
         for key in keys:
-            value = (results.get(section) or {}).get(key)
+            values = results.get(section) or {}
+            # a stand-in extractor's FID/KID/P/R carry its name (test/fid_RandomConvFeatures16)
+            name = metric_key(key, generation) if section == "generation" else key
+            value = values.get(key)
             if isinstance(value, int | float):
-                flat[f"{split}/{key}"] = float(value)
-            interval = (results.get(section) or {}).get(f"{key}_ci")
+                flat[f"{split}/{name}"] = float(value)
+            interval = values.get(f"{key}_ci")
             if (
                 isinstance(interval, list)
                 and len(interval) == 2
                 and all(isinstance(v, float) for v in interval)
             ):
-                flat[f"{split}/{key}_ci_low"], flat[f"{split}/{key}_ci_high"] = interval
-    for name, stats in ((results.get("generation") or {}).get("per_class") or {}).items():
+                flat[f"{split}/{name}_ci_low"], flat[f"{split}/{name}_ci_high"] = interval
+    for name, stats in (generation.get("per_class") or {}).items():
         for key in ("fid", "kid", "n_generated", "n_real"):
             if isinstance(stats.get(key), int | float):
-                flat[f"{split}/{key}/{name}"] = float(stats[key])
+                flat[f"{split}/{metric_key(key, generation)}/{name}"] = float(stats[key])
+    flat.update(flat_ladder(results.get("ladder") or {}, split))
     for space in ("code_space", "feature_space"):
         mem = (results.get("memorization") or {}).get(space) or {}
         if isinstance(mem.get("memorized_fraction"), float):
@@ -310,8 +431,8 @@ def format_table(results: dict, split: str = "test") -> str:
     lines = [f"{'metric':<32} value"]
     flat = flat_metrics(results, split)
     for name, value in flat.items():
-        if name.endswith(("_ci_low", "_ci_high")):
-            continue
+        if name.endswith(("_ci_low", "_ci_high")) or "/ladder/" in name:
+            continue  # intervals print beside their value; the ladder prints as its own table below
         interval = ""
         if f"{name}_ci_low" in flat:
             interval = f"  95% CI [{flat[f'{name}_ci_low']:.4g}, {flat[f'{name}_ci_high']:.4g}]"
@@ -323,6 +444,10 @@ def format_table(results: dict, split: str = "test") -> str:
         skipped = (results.get(section) or {}).get("skipped")
         if skipped:
             lines.append(f"{section:<32} skipped: {skipped}")
+    ladder = results.get("ladder") or {}
+    if ladder.get("rungs"):
+        normalization = (results.get("reconstruction") or {}).get("normalization")
+        lines += ["", format_ladder(ladder, split, normalization)]
     return "\n".join(lines)
 
 
@@ -350,6 +475,16 @@ def log_results(cfg: DictConfig, results: dict, out_dir: Path) -> None:
                         f"{cfg.split}/memorization",
                         [str(memorization)],
                         caption=["top: samples closest to a training image (code space), bottom: that image"],
+                    )
+                ladder = results.get("ladder") or {}
+                if ladder.get("rungs"):  # the ladder as one table beside its flat test/ladder/* numbers
+                    logger.log_table(
+                        key=f"{cfg.split}/fid_ladder",
+                        columns=[*ladder_header(ladder), "extractor", "normalization"],
+                        data=[
+                            [*row, ladder["feature_extractor"], ladder.get("normalization")]
+                            for row in ladder_rows(ladder)
+                        ],
                     )
                 generation = results.get("generation") or {}
                 if generation.get("feature_extractor"):  # which features every FID/KID/P/R came from
@@ -385,6 +520,7 @@ def evaluate(cfg: DictConfig) -> dict:
     vqvae_fingerprint = vqvae_ckpt.fingerprint
     dm = vqvae_ckpt.build_datamodule(OmegaConf.to_container(cfg.get("data") or {}, resolve=True))
     real_dataset = dm.split_dataset(cfg.split, augment=False)
+    normalization = str(dm.hparams.normalization)
 
     results: dict = {
         "vqvae_ckpt": str(Path(cfg.vqvae_ckpt).resolve()),
@@ -402,6 +538,7 @@ def evaluate(cfg: DictConfig) -> dict:
         int(cfg.eval.num_reconstructions),
         int(cfg.eval.bootstrap),
         int(cfg.seed),
+        normalization,
     )
     if picture is not None:
         save_png(picture, out_dir / "reconstructions.png")
@@ -410,6 +547,11 @@ def evaluate(cfg: DictConfig) -> dict:
     results["generation"] = generation_section(
         cfg, real_dataset, vqvae_fingerprint, device, list(dm.class_names), features
     )
+    results["ladder"] = ladder_section(cfg, vqvae, dm, real_dataset, device, features)
+    for section in ("generation", "ladder"):  # every image metric says on which scale it was computed
+        if "skipped" not in results[section]:
+            results[section]["normalization"] = normalization
+            results[section]["scale"] = SCALE_NOTES.get(normalization, normalization)
     results["memorization"] = memorization_section(cfg, dm, prior, out_dir, device, features)
     results["metrics"] = flat_metrics(results, cfg.split)
     results["settings"] = plain_settings(cfg)

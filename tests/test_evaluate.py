@@ -19,6 +19,7 @@ from lesion_lightning.data.indices import MANIFEST
 from lesion_lightning.evaluate import evaluate
 from lesion_lightning.metrics import generation
 from lesion_lightning.metrics.generation import GenerationUnavailable, RandomConvFeatures, build_inception
+from lesion_lightning.metrics.naming import metric_key
 from lesion_lightning.metrics.prior import marginal_bits_per_dim
 from lesion_lightning.modules.checkpoints import build_datamodule, fingerprint, load_vqvae
 
@@ -83,6 +84,12 @@ def test_prior_bits_per_dim_and_marginal_baseline(chain, tmp_path):
     for key in ("bits_per_dim", "bits_per_image", "marginal_bits_per_dim"):
         low, high = prior[f"{key}_ci"]
         assert low < prior[key] < high
+    # the baseline's add-alpha is the best of the grid on the val codes, not fixed at 1
+    smoothing = prior["marginal_smoothing"]
+    assert smoothing["chosen_on"].startswith("val codes")
+    val_bits = {float(a): b for a, b in smoothing["val_bits_per_dim"].items()}
+    assert set(val_bits) == {0.001, 0.01, 0.03, 0.1, 0.3, 1.0}
+    assert val_bits[smoothing["alpha"]] == min(val_bits.values())
 
 
 def test_marginal_baseline_by_hand():
@@ -179,7 +186,9 @@ def test_generation_computed_with_a_stand_in_extractor(chain, tmp_path):
         f"pixelcnn_ckpt={chain['pixelcnn']}",
         STAND_IN,
         "logger=wandb",
-        "eval.fid_bootstrap=20",
+        "eval.fid_splits=3",
+        "eval.kid_bootstrap=20",
+        "eval.prc_repeats=2",
         "eval.prc_k=1",  # the tiny test split has 3 images: k must stay below that
     )
     gen = results["generation"]
@@ -190,14 +199,44 @@ def test_generation_computed_with_a_stand_in_extractor(chain, tmp_path):
     # n, extractor and an interval beside every number; under 2,048 samples it is flagged
     assert gen["n_generated"] == NUM_SAMPLES and gen["n_real"] == gen["num_real"] > 0
     assert gen["feature_extractor"].endswith("RandomConvFeatures") and gen["reliable"] is False
-    assert gen["fid_ci"][0] <= gen["fid_ci"][1] and gen["kid_ci"][0] <= gen["kid_ci"][1]
+    assert gen["kid_ci"][0] <= gen["kid"] <= gen["kid_ci"][1]
+    if gen["n_real"] >= 4:  # half-split intervals need two rows per half
+        assert gen["fid_ci"][0] <= gen["fid"] <= gen["fid_ci"][1]
+    else:
+        assert gen["fid_ci"] is None and "half-split" in gen["fid_ci_skipped"]
+    assert gen["feature_preprocessing"] is None  # a stand-in: no Inception recipe claimed
+    # every class with < 50 real images is skipped, listed, and keeps its n
+    assert gen["per_class_skipped"] == [n for n, s in gen["per_class"].items() if s["n_real"] < 50]
     assert 0 <= gen["precision"] <= 1 and 0 <= gen["recall"] <= 1 and gen["prc_k"] == 1
     assert results["metrics"]["test/n_generated"] == NUM_SAMPLES
+    # stand-in numbers never pass as FID: the flat names (CSV, TensorBoard, W&B) carry the extractor
+    assert (
+        results["metrics"]["test/fid_RandomConvFeatures8"] == gen["fid"]
+        and "test/fid" not in results["metrics"]
+    )
+    assert results["metrics"]["test/kid_RandomConvFeatures8_ci_low"] == gen["kid_ci"][0]
     # class-conditional samples: FID per class, against that class's real images
     assert set(gen["per_class"]) == set(build_datamodule(chain["vqvae"]).class_names)
     for name, stats in gen["per_class"].items():
         if "fid" in stats:
-            assert results["metrics"][f"test/fid/{name}"] == stats["fid"]
+            assert results["metrics"][f"test/fid_RandomConvFeatures8/{name}"] == stats["fid"]
+    # the FID ladder: every rung against the same real reference, on the same extractor
+    ladder = results["ladder"]
+    assert (
+        ladder["n_reference"] == gen["n_real"] and ladder["normalization"] == gen["normalization"] == "minmax"
+    )
+    rungs = ladder["rungs"]
+    assert set(rungs) == {"floor", "reconstruction", "samples_matched", "samples"}
+    assert rungs["samples"]["fid"] == pytest.approx(gen["fid"])
+    for name in ("floor", "reconstruction"):
+        assert rungs[name]["n_compared"] == rungs[name]["n_real"] == gen["n_real"]
+        assert (
+            math.isfinite(rungs[name]["fid"]) and rungs[name]["feature_extractor"] == gen["feature_extractor"]
+        )
+        assert (
+            results["metrics"][f"test/ladder/{name}/{metric_key('fid', rungs[name])}"] == rungs[name]["fid"]
+        )
+    assert results["reconstruction"]["normalization"] == "minmax" and "psnr_8bit" in results["reconstruction"]
     memorization = results["memorization"]
     for space in ("code_space", "feature_space"):
         assert 0 <= memorization[space]["memorized_fraction"] <= 1

@@ -11,9 +11,10 @@ the same per-sample random streams for every w) and reports, per w:
   classifier trained on real images calls by their label, mean over classifiers, 95 % bootstrap
   interval over the samples. The classifiers are the utility stage's arm-(1) ones
   (``<run_dir>/utility/classifiers/real_seed*.ckpt``) when that stage ran, else one ClassifierModule
-  trained here on the real train split (``modules.classifier_training.train_classifier``). The ``real test images``
-  row is the same classifiers' recall on the real test split: the ceiling a perfect sampler reaches;
-- FID (95 % bootstrap interval over the samples) / precision / recall against the real test split
+  trained here on the real train split (``modules.classifier_training.train_classifier``). The ``real <split> images``
+  row is the same classifiers' recall on the real ``split``: the ceiling a perfect sampler reaches;
+- FID (95 % bootstrap interval over the samples) / precision / recall against the real ``split``
+  (default ``val``: w is chosen by these numbers, so choosing on test would be selection on test)
   (``metrics.sample_quality.generation_metrics``), with n, the feature extractor and the reliability flag
   (< 2,048 generated: unreliable). Inception features need local weights (``eval.inception_weights``);
   without them a fixed random-convolution stand-in is used and named as such: its distances compare the

@@ -95,10 +95,14 @@ class SplitDataset(Dataset):
         state["_images"] = None
         return state
 
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+    def raw_image(self, i: int) -> np.ndarray:
+        """Item i as cached, before augmentation and normalization: (S, S, 3) uint8."""
         if self._images is None:
             self._images = np.load(self.images_path, mmap_mode="r")
-        image = np.array(self._images[self.rows[i]])  # copy out of the memmap: (S, S, 3) uint8
+        return np.array(self._images[self.rows[i]])  # a copy out of the memmap
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image = self.raw_image(i)
         return {
             "image": self.transform(image),
             "label": torch.tensor(self.labels[i], dtype=torch.long),

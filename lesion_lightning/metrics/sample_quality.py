@@ -3,8 +3,9 @@
 - real reference set: a seeded random subset of the split (eval.max_real; null = all of it), never
   "the first N ids in sorted order", which would be one arbitrary slice of the data;
 - generated set: every sample PNG, with the class each was drawn for (samples.json);
-- set metrics (metrics.distribution): FID / KID / precision / recall with n, extractor, intervals,
-  overall and, for class-conditional samples, per class;
+- set metrics (metrics.distribution): FID (+ FID-infinity) / KID / precision / recall with n on both
+  sides, extractor, intervals, overall and, for class-conditional samples, per class (classes with
+  fewer than 50 real images skipped and listed);
 - memorization (metrics.memorization): nearest training image of every sample in code space (always)
   and in the extractor's feature space (when there is an extractor), against test-to-train.
 """
@@ -20,7 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.utils import make_grid
 
 from lesion_lightning.data.generated import SamplesFolder
-from lesion_lightning.metrics.distribution import per_class, set_metrics
+from lesion_lightning.metrics.distribution import per_class, set_metrics, skipped_classes
 from lesion_lightning.metrics.generation import extract_features, read_images
 from lesion_lightning.metrics.memorization import (
     closest_pairs,
@@ -64,6 +65,21 @@ def _loader(dataset, rows: np.ndarray, batch_size: int, num_workers: int) -> Dat
     )
 
 
+def set_metric_options(eval_cfg, seed: int, device: torch.device | str, extractor_name: str) -> dict:
+    """set_metrics' keyword arguments from the `eval` config group (conf/evaluate.yaml documents them)."""
+    return {
+        "feature_extractor": extractor_name,
+        "kid_subset_size": int(eval_cfg.kid_subset_size),
+        "kid_subsets": int(eval_cfg.kid_subsets),
+        "num_bootstrap": int(eval_cfg.get("kid_bootstrap", 200)),
+        "fid_splits": int(eval_cfg.get("fid_splits", 10)),
+        "prc_k": int(eval_cfg.get("prc_k", 3)),
+        "prc_repeats": int(eval_cfg.get("prc_repeats", 10)),
+        "seed": seed,
+        "device": device,
+    }
+
+
 def generation_metrics(
     extractor: torch.nn.Module,
     extractor_name: str,
@@ -86,18 +102,14 @@ def generation_metrics(
     loader = _loader(real_dataset, rows, batch_size, num_workers)
     # real images resized (if needed) to the samples' size, so both sides see the same resolution
     real = extract_features(extractor, (b["image"] for b in loader), device, size=size)
-    options = {
-        "kid_subset_size": int(eval_cfg.kid_subset_size),
-        "kid_subsets": int(eval_cfg.kid_subsets),
-        "num_bootstrap": int(eval_cfg.fid_bootstrap),
-        "prc_k": int(eval_cfg.prc_k),
-        "seed": seed,
-        "device": device,
-    }
+    options = set_metric_options(eval_cfg, seed, device, extractor_name)
     section = set_metrics(real, fake, **options)
     section.update(
         {
             "feature_extractor": extractor_name,
+            # how images became features (metrics.inception's reference recipe; absent for stand-ins)
+            "feature_preprocessing": getattr(extractor, "preprocessing", None),
+            "feature_weights": getattr(extractor, "source", None),
             "image_size": list(size),
             "real_subset": "all of the split"
             if len(rows) == len(real_dataset)
@@ -112,11 +124,19 @@ def generation_metrics(
     if fake_labels is not None and eval_cfg.per_class and len(class_names) > 1:
         real_labels = np.asarray(real_dataset.labels)[rows]
         section["per_class"] = per_class(real, real_labels, fake, fake_labels, class_names, **options)
-        for stats in section["per_class"].values():
-            if "skipped" not in stats:
-                stats["feature_extractor"] = extractor_name
+        # classes with < MIN_CLASS_REAL real images: no row, but listed (the report prints them)
+        section["per_class_skipped"] = skipped_classes(section["per_class"])
     if cache is not None:
-        cache.update({"extractor": extractor, "fake": fake, "real": real, "size": size})
+        cache.update(
+            {
+                "extractor": extractor,
+                "name": extractor_name,
+                "fake": fake,
+                "real": real,
+                "rows": rows,
+                "size": size,
+            }
+        )
     return section
 
 

@@ -4,9 +4,9 @@
 Percentile-bootstrap 95 % intervals unless an interval names another method.
 
 Per-image metrics (PSNR, SSIM, MSE, bits/dim of each grid) resample the test images with replacement
-and recompute the mean; set metrics (FID, KID) resample the generated set with replacement and
-recompute the distance to the fixed real set (see metrics.generation.fid_kid_intervals). One seeded
-generator per call, so the same inputs give the same interval.
+and recompute the mean; the set metrics (FID, KID, precision / recall) have their own resampling,
+without duplicated rows and over both sets (metrics.distribution). One seeded generator per call, so
+the same inputs give the same interval.
 """
 
 from __future__ import annotations

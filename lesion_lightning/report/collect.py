@@ -114,7 +114,7 @@ def collect_run(pipeline_path: Path) -> dict:
     intervals = {
         key: interval(section, key)
         for section, keys in (
-            (recon, ("psnr", "ssim")),
+            (recon, ("psnr", "psnr_8bit", "ssim")),
             (prior, ("bits_per_dim", "bits_per_image", "marginal_bits_per_dim", "marginal_bits_per_image")),
             (generation, ("fid", "kid")),
         )
@@ -152,6 +152,9 @@ def collect_run(pipeline_path: Path) -> dict:
         "overrides": record.overrides,
         "stages": stage_info,
         "psnr": number(recon, "psnr"),
+        "psnr_8bit": number(recon, "psnr_8bit"),
+        # the scale every image metric was computed on (older metrics.json files did not record it)
+        "normalization": recon.get("normalization") or generation.get("normalization"),
         "ssim": number(recon, "ssim"),
         "codebook_usage": number(recon, "codebook_usage"),
         "perplexity": number(recon, "perplexity"),
@@ -170,6 +173,7 @@ def collect_run(pipeline_path: Path) -> dict:
         "n_real": generation.get("n_real", generation.get("num_real")),
         "feature_extractor": generation.get("feature_extractor"),
         "per_class": per_class,
+        "ladder": (metrics or {}).get("ladder") if isinstance((metrics or {}).get("ladder"), dict) else None,
         "intervals": intervals,
         "memorized": memorized,
         "generation_skipped": bool(generation.get("skipped")),

@@ -8,6 +8,7 @@ from pathlib import Path
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.report.utility_tables import ARM_TITLES, METRIC_TITLES, is_number
 from lesion_lightning.utils.io import save_figure
+from lesion_lightning.utils.plotting import clipped_yerr
 
 PLOT = "metrics_vs_grid.png"
 UTILITY_PLOT = "utility.png"
@@ -36,8 +37,12 @@ def plot_metrics(runs: list[dict], path: Path) -> Path:
         )
         if any(n < RELIABLE_N for n in n_gen):
             fid_note += f" (<{RELIABLE_N}: unreliable)"
+    norms = sorted({str(r["normalization"]) for r in runs if r["normalization"]})
     panels = [
-        ("reconstruction PSNR (dB, per-image mean)", [("psnr", "VQ-VAE", "-o")]),
+        (
+            f"reconstruction PSNR (dB, per-image mean)\nnormalization={','.join(norms) or 'not recorded'}",
+            [("psnr", "VQ-VAE", "-o"), ("psnr_8bit", "VQ-VAE, 8-bit scale", "--s")],
+        ),
         (
             "prior bits/dim (test)",
             [("bits_per_dim", "PixelCNN", "-o"), ("marginal_bits_per_dim", "marginal baseline", "--s")],
@@ -66,10 +71,7 @@ def plot_metrics(runs: list[dict], path: Path) -> Path:
             points = sorted((r["grid_value"], *point(r, key)) for r in runs if point(r, key)[0] is not None)
             if points:
                 xs, ys = [p[0] for p in points], [p[1] for p in points]
-                err = [
-                    [y - (ci[0] if ci else y) for _, y, ci in points],
-                    [(ci[1] if ci else y) - y for _, y, ci in points],
-                ]
+                err = clipped_yerr(ys, [ci for _, _, ci in points])  # an interval may exclude its point
                 ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=3, label=label)
                 drawn = True
         if not drawn:
@@ -114,7 +116,7 @@ def plot_utility(entries: list[tuple[str, dict]], path: Path) -> Path | None:
     width = 0.8 / len(arms)
     for ax, m in zip(axes[0], metrics, strict=True):
         for a, arm in enumerate(arms):
-            xs, ys, lo, hi = [], [], [], []
+            xs, ys, cis = [], [], []
             for i, (_, r) in enumerate(entries):
                 e = r["arms"].get(arm)
                 mean = e["mean"].get(m) if e else None
@@ -124,11 +126,10 @@ def plot_utility(entries: list[tuple[str, dict]], path: Path) -> Path | None:
                 ci = e["mean_ci"].get(m) or [mean, mean]
                 xs.append(x)
                 ys.append(mean)
-                lo.append(mean - ci[0])
-                hi.append(ci[1] - mean)
+                cis.append(ci)
                 seeds = [s.get(m) for s in e["per_seed"] if is_number(s.get(m))]
                 ax.plot([x] * len(seeds), seeds, "k.", ms=3, zorder=3)
-            ax.bar(xs, ys, width * 0.9, yerr=[lo, hi], capsize=3, label=ARM_TITLES.get(arm, arm))
+            ax.bar(xs, ys, width * 0.9, yerr=clipped_yerr(ys, cis), capsize=3, label=ARM_TITLES.get(arm, arm))
         if "auroc" in m:
             ax.axhline(0.5, color="gray", lw=0.8, ls="--")
         ax.set_xticks(range(len(entries)), [label for label, _ in entries])

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.report.collect import collect_runs
+from lesion_lightning.report.ladder import PLOT as LADDER_PLOT
+from lesion_lightning.report.ladder import plot_ladder
 from lesion_lightning.report.plots import PLOT, UTILITY_PLOT, plot_metrics, plot_utility
 from lesion_lightning.report.render import grid_label, render
 from lesion_lightning.utils.io import atomic_write_text
@@ -75,6 +77,7 @@ def write_report(
     runs = collect_runs(sweep_dir) if runs is None else runs
     out = Path(out).resolve() if out else sweep_dir / "report.md"
     plot = plot_metrics(runs, out.parent / PLOT)
+    plot_ladder([(r["grid_value"], r["ladder"]) for r in runs], out.parent / LADDER_PLOT)
     plot_utility([(grid_label(r["grid"]), r["utility"]) for r in runs], out.parent / UTILITY_PLOT)
     atomic_write_text(out, render(runs, sweep_dir, out.parent, plot))
     return out
@@ -124,6 +127,8 @@ def log_report_to_wandb(
         payload = {"report/table": table}
         if (sweep_dir / PLOT).is_file():
             payload["report/metrics_vs_grid"] = wandb.Image(str(sweep_dir / PLOT))
+        if (sweep_dir / LADDER_PLOT).is_file():
+            payload["report/fid_ladder"] = wandb.Image(str(sweep_dir / LADDER_PLOT))
         for r in runs:
             for key in ("reconstructions", "samples_grid", "memorization_picture"):
                 if r[key] is not None:

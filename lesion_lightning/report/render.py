@@ -13,6 +13,8 @@ from pathlib import Path
 
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.report.collect import interval, number
+from lesion_lightning.report.ladder import PLOT as LADDER_PLOT
+from lesion_lightning.report.ladder import ladder_markdown
 from lesion_lightning.report.plots import UTILITY_PLOT
 from lesion_lightning.report.utility_tables import markdown_table, utility_markdown
 from lesion_lightning.utils.run_folder import STAGES
@@ -116,7 +118,9 @@ def _row(run: dict, base: Path) -> list[str]:
     return [
         grid_label(run["grid"]),
         f"[{_rel(run['run_dir'], base)}]({_rel(run['run_dir'], base)})",
+        run["normalization"] or "not recorded",
         _with_ci(run["psnr"], ci["psnr"], ".2f"),
+        _with_ci(run["psnr_8bit"], ci["psnr_8bit"], ".2f"),
         _with_ci(run["ssim"], ci["ssim"], ".3f"),
         usage,
         _with_ci(run["bits_per_dim"], ci["bits_per_dim"], ".3f"),
@@ -139,8 +143,11 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
         "",
         f"{len(runs)} run(s) below `{sweep_dir}`, generated {now}. "
         "Metrics on the test split, each followed by its 95 % interval in brackets (bootstrap over test "
-        "images; for FID/KID over resampled generated sets). PSNR is the mean over images of "
-        "10·log10(1/MSE_i). Bits/dim is per grid position and not comparable across grid sizes; bits "
+        "images; for FID/KID over resampled generated sets). Every image metric is computed on the images "
+        "as the models see them, named in the `data.normalization` column: `minmax` stretches each image "
+        "to span [0, 1], so its PSNR/SSIM/FID are not comparable with published 8-bit figures; PSNR 8-bit "
+        "undoes each image's stretch with its own min/max and compares with the stored 8-bit original "
+        "(10·log10(255²/MSE_i)). PSNR is the mean over images of 10·log10(1/MSE_i). Bits/dim is per grid position and not comparable across grid sizes; bits "
         "per image = bits/dim × H × W is (lower is better; the marginal baseline uses only per-position "
         "code frequencies from the train split). FID/KID from fewer than "
         f"{RELIABLE_N} generated images are marked unreliable; n and the feature extractor are in the "
@@ -150,7 +157,9 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
     header = [
         "grid",
         "run",
+        "data.normalization",
         "PSNR (dB)",
+        "PSNR 8-bit (dB)",
         "SSIM",
         "codebook usage",
         "prior bits/dim",
@@ -201,6 +210,12 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
     if plot is not None:
         lines += ["", "## Metrics against grid size", "", f"![metrics vs grid size]({_rel(plot, base)})"]
 
+    lines += ladder_markdown(
+        [(grid_label(r["grid"]), r["ladder"], f"`{_rel(r['run_dir'], base)}`") for r in runs]
+    )
+    if (base / LADDER_PLOT).is_file() and any(r["ladder"] and r["ladder"].get("rungs") for r in runs):
+        lines += ["", f"![FID ladder per grid]({LADDER_PLOT})"]
+
     lines += _utility_section(runs, base)
 
     notes = [(r, n) for r in runs for n in r["notes"]]
@@ -235,6 +250,7 @@ def _generation_tables(runs: list[dict]) -> list[str]:
                 grid_label(r["grid"]),
                 n,
                 r["feature_extractor"] or DASH,
+                r["normalization"] or "not recorded",
                 _fid_cell(r),
                 _kid_cell(r),
                 _fmt(r["precision"], ".3f") + (f" (k={r['prc_k']})" if r["precision"] is not None else ""),
@@ -248,6 +264,7 @@ def _generation_tables(runs: list[dict]) -> list[str]:
             "grid",
             "n generated / real",
             "feature extractor",
+            "data.normalization",
             "FID",
             "KID",
             "precision",
