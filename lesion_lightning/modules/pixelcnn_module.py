@@ -6,7 +6,10 @@ import math
 
 import torch
 import torch.nn.functional as F
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+from lesion_lightning.callbacks.ema import EMA
 
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
 from lesion_lightning.modules.base import LesionModule
@@ -23,6 +26,16 @@ class PixelCNNModule(LesionModule):
     each training grid's label is replaced by it with probability p, so the prior also learns the
     unconditional distribution that classifier-free guidance (``sample ... guidance=w``) needs.
     Validation and test always use the real labels.
+
+    Generalization: with the index datamodule's train probe (val dataloader 1: un-augmented train
+    grids, as many as val) every validation epoch also logs `train/eval_bits_per_dim`, the train
+    images scored exactly like val (eval mode: no dropout, the same -- EMA -- weights), and
+    `val/gap_bits_per_dim` = val - train on that scale. `train/bits_per_dim` is the running training
+    loss (dropout on, weights moving, augmented views), not comparable with val.
+
+    ``ema_decay`` (e.g. 0.999): an EMA of the weights (callbacks/ema.py) used for validation, for the
+    checkpoint chosen by val/loss, for the image logger's samples, and saved as the checkpoint's
+    weights, so sample / evaluate / score load the averaged prior. None = off.
     """
 
     def __init__(
@@ -40,9 +53,12 @@ class PixelCNNModule(LesionModule):
         class_names: list[str] | None = None,
         index_dataset: str | None = None,
         cond_dropout: float = 0.0,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if ema_decay is not None:
+            EMA(ema_decay)  # the clear error for a bad value now, not when fit starts
         if net.get("num_codes") is None:
             raise ValueError(
                 "model.net.num_codes is not set: train with data=indices data.root=<encode output> "
@@ -59,6 +75,12 @@ class PixelCNNModule(LesionModule):
         self.accuracy = torch.nn.ModuleDict(
             {f"{s}_acc": MulticlassAccuracy(num_classes=k, average="micro") for s in ("train", "val", "test")}
         )
+        # bits/dim of val and of the train probe (val dataloader 1), same weights, eval mode: their gap
+        self.probe_bits = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "train")})
+
+    def configure_callbacks(self) -> list:
+        """The EMA of the weights (model.ema_decay), a callback so Lightning swaps it in for validation."""
+        return [] if self.hparams.ema_decay is None else [EMA(self.hparams.ema_decay)]
 
     @property
     def conditional(self) -> bool:
@@ -77,19 +99,54 @@ class PixelCNNModule(LesionModule):
         # (B, K, H, W) logits straight into cross-entropy: no (B*H*W, K) copy (autocast runs it in float32)
         loss = F.cross_entropy(logits, indices)
         on_step = stage == "train"
-        kw = {"on_step": on_step, "on_epoch": True, "sync_dist": not on_step, "batch_size": indices.size(0)}
+        # add_dataloader_idx=False: with the train probe as val dataloader 1, val/loss keeps its name
+        kw = {
+            "on_step": on_step,
+            "on_epoch": True,
+            "sync_dist": not on_step,
+            "batch_size": indices.size(0),
+            "add_dataloader_idx": False,
+        }
         self.log(f"{stage}/loss", loss, prog_bar=True, **kw)
         self.log(f"{stage}/bits_per_dim", loss / math.log(2), prog_bar=stage != "train", **kw)
         accuracy = self.accuracy[f"{stage}_acc"]
         accuracy(logits.detach(), indices)
-        self.log(f"{stage}/accuracy", accuracy, on_step=False, on_epoch=True, batch_size=indices.size(0))
+        self.log(
+            f"{stage}/accuracy",
+            accuracy,
+            on_step=False,
+            on_epoch=True,
+            batch_size=indices.size(0),
+            add_dataloader_idx=False,
+        )
         return loss
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "train")
 
-    def validation_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "val")
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        if dataloader_idx == 1:  # the train probe (IndexDataModule.train_probe_rows)
+            return self._probe_step(batch)
+        loss = self._shared_step(batch, "val")
+        self.probe_bits["val"].update(loss.detach() / math.log(2), weight=batch["indices"].size(0))
+        return loss
+
+    def _probe_step(self, batch: dict) -> torch.Tensor:
+        indices = batch["indices"]
+        loss = F.cross_entropy(self(indices, batch.get("label")), indices)
+        self.probe_bits["train"].update(loss.detach() / math.log(2), weight=indices.size(0))
+        return loss
+
+    def on_validation_epoch_end(self) -> None:
+        """`train/eval_bits_per_dim` (train images scored exactly like val) and `val/gap_bits_per_dim`."""
+        val, train = self.probe_bits["val"], self.probe_bits["train"]
+        if train.update_count == 0 or val.update_count == 0:
+            return
+        train_bits, val_bits = train.compute(), val.compute()
+        self.log("train/eval_bits_per_dim", train_bits, sync_dist=True, add_dataloader_idx=False)
+        self.log("val/gap_bits_per_dim", val_bits - train_bits, sync_dist=True, add_dataloader_idx=False)
+        train.reset()
+        val.reset()
 
     def test_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         return self._shared_step(batch, "test")
