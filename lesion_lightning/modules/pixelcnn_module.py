@@ -10,7 +10,6 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from lesion_lightning.callbacks.ema import EMA
-
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
 from lesion_lightning.modules.base import LesionModule
 
@@ -76,11 +75,13 @@ class PixelCNNModule(LesionModule):
             {f"{s}_acc": MulticlassAccuracy(num_classes=k, average="micro") for s in ("train", "val", "test")}
         )
         # bits/dim of val and of the train probe (val dataloader 1), same weights, eval mode: their gap
-        self.probe_bits = torch.nn.ModuleDict({s: MeanMetric() for s in ("val", "train")})
+        self.probe_bits = torch.nn.ModuleDict({f"{s}_bits": MeanMetric() for s in ("val", "train")})
 
     def configure_callbacks(self) -> list:
         """The EMA of the weights (model.ema_decay), a callback so Lightning swaps it in for validation."""
-        return [] if self.hparams.ema_decay is None else [EMA(self.hparams.ema_decay)]
+        # fit only: test/validate after fit load checkpoints whose state_dict already holds the average
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        return [EMA(self.hparams.ema_decay)] if self.hparams.ema_decay is not None and fitting else []
 
     @property
     def conditional(self) -> bool:
@@ -128,18 +129,18 @@ class PixelCNNModule(LesionModule):
         if dataloader_idx == 1:  # the train probe (IndexDataModule.train_probe_rows)
             return self._probe_step(batch)
         loss = self._shared_step(batch, "val")
-        self.probe_bits["val"].update(loss.detach() / math.log(2), weight=batch["indices"].size(0))
+        self.probe_bits["val_bits"].update(loss.detach() / math.log(2), weight=batch["indices"].size(0))
         return loss
 
     def _probe_step(self, batch: dict) -> torch.Tensor:
         indices = batch["indices"]
         loss = F.cross_entropy(self(indices, batch.get("label")), indices)
-        self.probe_bits["train"].update(loss.detach() / math.log(2), weight=indices.size(0))
+        self.probe_bits["train_bits"].update(loss.detach() / math.log(2), weight=indices.size(0))
         return loss
 
     def on_validation_epoch_end(self) -> None:
         """`train/eval_bits_per_dim` (train images scored exactly like val) and `val/gap_bits_per_dim`."""
-        val, train = self.probe_bits["val"], self.probe_bits["train"]
+        val, train = self.probe_bits["val_bits"], self.probe_bits["train_bits"]
         if train.update_count == 0 or val.update_count == 0:
             return
         train_bits, val_bits = train.compute(), val.compute()
