@@ -240,3 +240,16 @@ def test_ema_decay_is_checked_when_the_module_is_built(tmp_path: Path) -> None:
     for bad in (0.0, 1.0, 1.5, True):
         with pytest.raises(ValueError, match="model.ema_decay"):
             make_prior(dm, ema_decay=bad)
+
+
+def test_the_best_checkpoint_records_the_validation_that_selected_it(tmp_path: Path) -> None:
+    dm = IndexDataModule(str(fake_views_dataset(tmp_path / "idx")), batch_size=3)
+    model = make_prior(dm, ema_decay=0.9)
+    ckpts = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", monitor="val/loss", save_top_k=1)
+    make_trainer(tmp_path, 2, [ckpts]).fit(model, datamodule=dm)
+    record = PriorCheckpoint(ckpts.best_model_path).validation
+    assert record["val_bits_per_dim"] == pytest.approx(float(ckpts.best_model_score) / math.log(2), abs=1e-5)
+    assert record["gap_bits_per_dim"] == pytest.approx(
+        record["val_bits_per_dim"] - record["train_eval_bits_per_dim"], abs=1e-6
+    )
+    assert (record["n_val"], record["n_train_probe"], record["weights"]) == (4, 4, "ema")

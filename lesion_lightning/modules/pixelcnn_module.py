@@ -76,6 +76,17 @@ class PixelCNNModule(LesionModule):
         )
         # bits/dim of val and of the train probe (val dataloader 1), same weights, eval mode: their gap
         self.probe_bits = torch.nn.ModuleDict({f"{s}_bits": MeanMetric() for s in ("val", "train")})
+        self._last_validation: dict | None = None
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Besides the module kind: the validation that preceded this save (for the best checkpoint: the
+        one that selected it), read back by PriorCheckpoint.validation for evaluate and the sweep report."""
+        super().on_save_checkpoint(checkpoint)
+        if self._last_validation is not None:
+            checkpoint["lesion_lightning"]["validation"] = {
+                **self._last_validation,
+                "weights": "ema" if self.hparams.ema_decay is not None else "raw",
+            }
 
     def configure_callbacks(self) -> list:
         """The EMA of the weights (model.ema_decay), a callback so Lightning swaps it in for validation."""
@@ -144,6 +155,16 @@ class PixelCNNModule(LesionModule):
         if train.update_count == 0 or val.update_count == 0:
             return
         train_bits, val_bits = train.compute(), val.compute()
+        if not self.trainer.sanity_checking:  # what the next checkpoint saved records (on_save_checkpoint)
+            self._last_validation = {
+                "val_bits_per_dim": float(val_bits),
+                "train_eval_bits_per_dim": float(train_bits),
+                "gap_bits_per_dim": float(val_bits - train_bits),
+                "n_val": round(float(val.weight)),  # grids: MeanMetric's summed weights
+                "n_train_probe": round(float(train.weight)),
+                "epoch": int(self.current_epoch),
+                "step": int(self.global_step),
+            }
         self.log("train/eval_bits_per_dim", train_bits, sync_dist=True, add_dataloader_idx=False)
         self.log("val/gap_bits_per_dim", val_bits - train_bits, sync_dist=True, add_dataloader_idx=False)
         train.reset()
