@@ -253,3 +253,45 @@ def test_the_best_checkpoint_records_the_validation_that_selected_it(tmp_path: P
         record["val_bits_per_dim"] - record["train_eval_bits_per_dim"], abs=1e-6
     )
     assert (record["n_val"], record["n_train_probe"], record["weights"]) == (4, 4, "ema")
+
+
+@pytest.mark.slow
+def test_memorization_finds_a_copy_of_a_flipped_training_lesion(chain, tmp_path: Path) -> None:
+    """Samples whose codes are those of rotated/flipped train images (rows of views >= 1) are copies."""
+    import shutil
+
+    from lesion_lightning.metrics.memorization import nearest_hamming
+    from lesion_lightning.metrics.sample_quality import memorization_metrics
+
+    train = IndexDataset(chain["indices"], "train")
+    files = sorted(chain["samples"].glob("sample_*.png"))
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for f in files:
+        shutil.copy(f, samples / f.name)
+    n = train.num_images
+    rows = np.array([(1 + i % 7) * n + i % n for i in range(len(files))])  # views 1..7, never identity
+    copies = np.asarray(train.indices[rows])
+    np.save(samples / "indices.npy", copies)
+    # not vacuous: against the un-augmented grids alone these copies are not found
+    view0_dist, _ = nearest_hamming(copies, np.asarray(train.indices[:n]), "cpu")
+    assert view0_dist.min() > 0
+    dm = VQVAECheckpoint(chain["vqvae"]).build_datamodule()
+    section = memorization_metrics(
+        samples,
+        chain["indices"],
+        "test",
+        dm.split_dataset("train"),
+        OmegaConf.create({"bootstrap": 50, "memorization": {"num_pairs": 2}}),
+        tmp_path,
+        batch_size=8,
+        num_workers=0,
+        seed=0,
+        device=torch.device("cpu"),
+    )
+    code = section["code_space"]
+    assert code["memorized_fraction"] == 1.0
+    assert (code["n_train"], code["n_train_images"], code["train_views"]) == (8 * n, n, 8)
+    for pair in code["closest"]:
+        assert pair["distance"] == 0.0 and pair["view"] != "identity"
+    assert (tmp_path / "memorization.png").is_file()
