@@ -15,7 +15,7 @@ from clihelpers import CONF
 from omegaconf import OmegaConf
 
 from lesion_lightning.callbacks.ema import EMA, warmed_ema_decay
-from lesion_lightning.data.indices import IndexDataModule, IndexDataset, read_manifest
+from lesion_lightning.data.indices import IndexDataModule, IndexDataset, IndexManifest
 from lesion_lightning.data.views import VIEW_NAMES, apply_view, augment_has_orientation, resolve_train_views
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.modules.pixelcnn_module import PixelCNNModule
@@ -58,11 +58,11 @@ def test_train_views_default_follows_the_augmentation() -> None:
 @pytest.mark.slow
 def test_encode_writes_every_view_of_every_train_image(chain) -> None:
     """The chain's encode ran with the default: 8 views (the quickstart's data.augment flips and rotates)."""
-    manifest = read_manifest(chain["indices"])
-    n = manifest["images"]["train"]
-    assert manifest["views"]["train"] == list(VIEW_NAMES)
-    assert manifest["splits"]["train"] == 8 * n
-    assert manifest["splits"]["val"] == manifest["images"]["val"]  # val/test: one un-augmented grid each
+    manifest = IndexManifest.read(chain["indices"])
+    n = manifest.images["train"]
+    assert manifest.train_views == VIEW_NAMES
+    assert manifest.splits["train"] == 8 * n
+    assert manifest.splits["val"] == manifest.images["val"]  # val/test: one un-augmented grid each
     train = IndexDataset(chain["indices"], "train")
     assert (train.num_views, train.num_images) == (8, n)
     assert train.views.tolist() == [v for v in range(8) for _ in range(n)]
@@ -282,7 +282,12 @@ def test_memorization_finds_a_copy_of_a_flipped_training_lesion(chain, tmp_path:
         chain["indices"],
         "test",
         dm.split_dataset("train"),
-        OmegaConf.create({"bootstrap": 50, "memorization": {"num_pairs": 2}}),
+        OmegaConf.create(
+            {
+                "bootstrap": 50,
+                "memorization": {"num_pairs": 2, "percentile": 1.0, "features": True, "max_train": None},
+            }
+        ),
         tmp_path,
         batch_size=8,
         num_workers=0,
