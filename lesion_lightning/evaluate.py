@@ -204,6 +204,9 @@ def prior_section(
             )
         per_grid = model_bits_per_grid(pixelcnn, test, cfg.batch_size, device, cfg.num_workers)
         _bits_with_intervals(section, "bits", per_grid, grid, cfg)
+        if prior is not None and prior.validation is not None:
+            # recorded at training: val bits/dim of this checkpoint and its train-val gap (train probe)
+            section["checkpoint_validation"] = prior.validation
     else:
         notes.append("no pixelcnn_ckpt: only the marginal baseline")
     if manifest.has_split("train"):

@@ -230,3 +230,50 @@ def test_position_embedding_validation() -> None:
         6,
         3,
     )
+
+
+@pytest.mark.parametrize(("num_layers", "kernel_size", "num_classes"), [(2, 3, 0), (3, 5, 3)])
+def test_dropout_keeps_the_exact_context_in_eval_and_causality_in_training(
+    num_layers: int, kernel_size: int, num_classes: int
+) -> None:
+    model = make_model(num_layers, kernel_size, num_classes, grid=(5, 6), dropout=0.5)
+    labels = torch.tensor([0, 2]) if num_classes else None
+    errors = context_errors(model.eval(), 5, 6, labels)
+    assert not errors, "\n".join(errors[:5])
+    # training mode: units drop at random (a dropped unit may cut a path, so "blind to" can happen), but
+    # the masks never read data or move between positions: still no future input anywhere
+    model.train()
+    deps = dependency_masks(model, 5, 6, labels)
+    for i in range(5):
+        for j in range(6):
+            assert not deps[i, j].flatten()[i * 6 + j :].any(), f"({i},{j}) depends on a future position"
+
+
+def test_dropout_is_active_in_training_and_the_identity_in_eval() -> None:
+    model = make_model(num_layers=2, dropout=0.3)
+    plain = make_model(num_layers=2)  # same seed, same weights, no dropout
+    plain.load_state_dict(model.state_dict())
+    indices = torch.randint(0, K, (2, 4, 5))
+    model.train()
+    assert not torch.equal(model(indices), model(indices))
+    model.eval()
+    torch.testing.assert_close(model(indices), plain.eval()(indices), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dropout", [-0.1, 1.0, "0.2", True])
+def test_bad_dropout(dropout) -> None:
+    with pytest.raises(ValueError, match="dropout must be a number in"):
+        GatedPixelCNN(K, 8, 2, dropout=dropout)
+
+
+def test_check_detects_a_dropout_that_mixes_positions() -> None:
+    # a "dropout" scaled by a statistic over the grid (what a spatial normalization would do) leaks the
+    # future into every position: the context check above would catch such a regularizer
+    class GridScaledDropout(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * (1 + x.mean(dim=(2, 3), keepdim=True))
+
+    model = make_model(num_layers=2, dropout=0.5).eval()
+    for layer in model.layers:
+        layer.drop = GridScaledDropout()
+    assert any("future inputs []" not in e for e in context_errors(model, 4, 5))

@@ -89,6 +89,8 @@ def _metrics(psnr: float, bpd: float, fid: float | None, n_generated: int = 4096
             "bits_per_dim_ci": [bpd - 0.01, bpd + 0.01],
             "bits_per_image": bpd * grid * grid,
             "marginal_bits_per_dim": 7.5,
+            # what the prior checkpoint recorded at the validation that selected it
+            "checkpoint_validation": {"val_bits_per_dim": bpd - 0.125, "gap_bits_per_dim": 0.25},
         },
         "generation": generation,
         "memorization": memorization,
@@ -118,9 +120,11 @@ def test_report_has_one_row_per_grid_pictures_and_plot(tmp_path):
     assert "31.50" in rows["64x64"] and "42.00 [40.50, 44.00]" in rows["64x64"]
     assert "0.0123 ± 0.0004" in rows["64x64"]
     assert "50% (ppl 200.0)" in rows["64x64"]
-    assert rows["32x32"][13:15] == ["10.0 s", "30.0 s"]  # VQ-VAE and PixelCNN training time
+    assert rows["32x32"][15:17] == ["10.0 s", "30.0 s"]  # VQ-VAE and PixelCNN training time
     # the scale of the image metrics, and PSNR on the original 8-bit scale beside the stretched one
     assert rows["64x64"][2:5] == ["minmax", "31.50", "37.50"]
+    # the prior row: val bits/dim of the selected checkpoint and the train-val gap, beside test bits/dim
+    assert rows["64x64"][7:10] == ["5.250 [5.240, 5.260]", "5.125", "+0.250"]
     generation = report.split("## Generation")[1].split("## Stages")[0]
     assert "| 64x64 | 4096 / 1000 | inception-v3-compat/2048 | minmax | 42.00 [40.50, 44.00] |" in generation
     assert "0.610 (k=3) | 0.420 | 1.2% [0.5%, 2.0%] of 4096 | — |" in generation
@@ -158,10 +162,10 @@ def test_missing_pieces_render_as_dashes_with_a_note(tmp_path):
     rows = _rows(report)
     assert set(rows) == {"16x16", "32x32", "64x64", "128x128"}
     assert "unreliable (n=256 < 2048): 80.00 [78.50, 82.00]" in rows["16x16"]  # too few samples: flagged
-    # normalization unknown without metrics.json; PSNR (x2), SSIM, usage, bits/dim+image x2, FID, KID
-    assert rows["128x128"][2:13] == ["not recorded"] + ["—"] * 10
+    # normalization unknown without metrics.json; PSNR (x2), SSIM, usage, bits/dim, val, gap, +image x2, FID, KID
+    assert rows["128x128"][2:15] == ["not recorded"] + ["—"] * 12
     assert rows["128x128"][-1] == "0.5 s"  # what did finish still shows
-    assert rows["64x64"][2:] == ["not recorded"] + ["—"] * 13
+    assert rows["64x64"][2:] == ["not recorded"] + ["—"] * 15
     assert "stage `evaluate` failed: RuntimeError: out of memory" in report
     assert "stage `vqvae` running" in report and "stage `pixelcnn` not recorded" in report
     assert (

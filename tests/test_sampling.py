@@ -305,3 +305,20 @@ def test_auto_batch_size_counts_the_guidance_streams() -> None:
         model, h, w, 10_000, torch.device("cpu"), SamplingOptions(guidance=2.0), budget=budget
     )
     assert two == 100 and 180 <= one <= 200
+
+
+@pytest.mark.parametrize("position", [False, True])
+def test_dropout_prior_cached_equals_naive_and_full_forward_in_eval(position: bool) -> None:
+    model = make_model(num_layers=3, num_classes=2, grid=(4, 5) if position else None, dropout=0.4)
+    labels = torch.tensor([0, 1, 1])
+    indices = torch.randint(0, K, (3, 4, 5), generator=gen(2))
+    torch.testing.assert_close(cached_logits_for_grid(model, indices, labels), model(indices, labels))
+    naive = sample_naive(model, 3, 4, 5, labels=labels, generator=gen(5))
+    assert torch.equal(naive, sample_cached(model, 3, 4, 5, labels=labels, generator=gen(5)))
+
+
+def test_sampling_refuses_a_dropout_prior_in_training_mode() -> None:
+    model = make_model(num_layers=2, dropout=0.2).train()
+    with pytest.raises(ValueError, match="model.eval"):
+        model.generate(1, 3, 3, generator=gen(0))
+    model.eval().generate(1, 3, 3, generator=gen(0))  # fine once in eval mode

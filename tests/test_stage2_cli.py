@@ -28,7 +28,9 @@ def test_index_dataset_layout_and_manifest(chain) -> None:
         grids = np.load(chain["indices"] / f"{split}_indices.npy", mmap_mode="r")
         assert grids.dtype == np.uint16 and grids.shape == (n, 8, 8)
         assert int(grids.max()) < 16
-    assert sum(manifest.splits.values()) == 24
+    assert (
+        sum(manifest.images.values()) == 24
+    )  # images; train rows = 8 views each (test_prior_generalization)
     dm = IndexDataModule(str(chain["indices"]), batch_size=4)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))

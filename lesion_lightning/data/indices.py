@@ -5,6 +5,9 @@ Layout of an index dataset folder:
                              and the fingerprint of the VQ-VAE checkpoint that produced it
     {split}_indices.npy      uint16 (N, H, W) code grids, memory-mapped by every worker
     {split}_labels.npy       int64 (N,) class index into manifest["class_names"]
+    {split}_views.npy        uint8 (N,) dihedral view id of each row (data/views.py), only when the split
+                             was encoded under several views (encode train_views=K: train rows are
+                             view-major, row v * images + i is view v of image i)
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from lesion_lightning.utils.io import read_json_object
 
@@ -34,6 +37,14 @@ class IndexManifest:
     class_names: list[str]
     vqvae_checkpoint: str
     vqvae_fingerprint: str
+    # distinct images per split (splits counts rows: train = images x views); = splits without views
+    images: dict[str, int] = None  # type: ignore[assignment]  # filled in __post_init__
+    # names of the dihedral views the train split was encoded under (data/views.py); ["identity"] = none
+    train_views: tuple[str, ...] = ("identity",)
+
+    def __post_init__(self) -> None:
+        if self.images is None:
+            object.__setattr__(self, "images", dict(self.splits))
 
     @classmethod
     def read(cls, root: str | Path, source: str = "data.root") -> IndexManifest:
@@ -59,6 +70,8 @@ class IndexManifest:
                 class_names=[str(c) for c in manifest["class_names"]],
                 vqvae_checkpoint=str(vqvae["checkpoint"]),
                 vqvae_fingerprint=str(vqvae["fingerprint"]),
+                images={str(k): int(v) for k, v in (manifest.get("images") or manifest["splits"]).items()},
+                train_views=tuple(str(v) for v in (manifest.get("views") or {}).get("train", ["identity"])),
             )
         except (TypeError, KeyError, IndexError, ValueError, AttributeError) as err:
             raise ValueError(
@@ -104,6 +117,20 @@ class IndexDataset(Dataset):
                 f"re-run encode to rewrite it"
             )
         self._len = int(shape[0])
+        views_path = self.root / f"{split}_views.npy"
+        # (N,) view id per row; all zeros (the un-augmented image) for a split encoded once
+        self.views = np.load(views_path) if views_path.is_file() else np.zeros(self._len, dtype=np.uint8)
+        if len(self.views) != self._len:
+            raise ValueError(
+                f"index dataset {self.root}: {split}_views.npy has {len(self.views)} rows for {self._len} grids; "
+                "re-run encode to rewrite it"
+            )
+        self.num_views = int(self.views.max()) + 1 if self._len else 1
+        self.num_images = self._len // self.num_views
+
+    def image_of_row(self, rows: np.ndarray | int) -> np.ndarray | int:
+        """The image (index into the split's images) whose view a row holds: rows are view-major."""
+        return rows % self.num_images if self.num_images else rows
 
     @property
     def indices(self) -> np.ndarray:
@@ -123,9 +150,21 @@ class IndexDataModule(L.LightningDataModule):
     """`data=indices data.root=<encode output>`: batches of code grids (B, H, W) with labels."""
 
     def __init__(
-        self, root: str, batch_size: int = 32, num_workers: int = 0, pin_memory: bool = False
+        self,
+        root: str,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        train_probe: int | None = None,
     ) -> None:
         super().__init__()
+        if train_probe is not None and (
+            isinstance(train_probe, bool) or not isinstance(train_probe, int) or train_probe < 0
+        ):
+            raise ValueError(
+                f"data.train_probe must be null (as many train images as the val split has), 0 (off) or a "
+                f"positive number of train images, got {train_probe!r}"
+            )
         self.save_hyperparameters()
         self.manifest = IndexManifest.read(root)
         self.root = Path(root)
@@ -178,8 +217,36 @@ class IndexDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+    def train_probe_rows(self) -> np.ndarray:
+        """Rows of the train split scored like val every epoch: un-augmented (view 0) images, seeded.
+
+        As many as the val split has unless data.train_probe says otherwise, so the train and val
+        bits/dim (and their gap) are means over equally many grids, of the same kind, in eval mode.
+        """
+        train, val = self.datasets.get("train"), self.datasets.get("val")
+        want = self.hparams.train_probe
+        if train is None or val is None or want == 0:
+            return np.zeros(0, dtype=np.int64)
+        n = min(train.num_images, len(val) if want is None else want)
+        rows = np.random.default_rng(0).choice(train.num_images, size=n, replace=False)
+        return np.sort(rows)  # rows < num_images are view 0 (view-major layout)
+
+    def val_dataloader(self) -> DataLoader | list[DataLoader]:
+        """The val split, then (when data.train_probe is not 0) the train probe as dataloader 1."""
+        val = self._loader("val", shuffle=False)
+        rows = self.train_probe_rows()
+        if len(rows) == 0:
+            return val
+        h = self.hparams
+        probe = DataLoader(
+            Subset(self.datasets["train"], rows.tolist()),
+            batch_size=h.batch_size,
+            shuffle=False,
+            num_workers=h.num_workers,
+            pin_memory=h.pin_memory,
+            persistent_workers=h.num_workers > 0,
+        )
+        return [val, probe]
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.utils import make_grid
 
 from lesion_lightning.data.generated import SamplesFolder
+from lesion_lightning.data.views import VIEW_NAMES, apply_view
 from lesion_lightning.metrics.distribution import per_class, set_metrics, skipped_classes
 from lesion_lightning.metrics.generation import extract_features, read_images
 from lesion_lightning.metrics.memorization import (
@@ -140,10 +141,21 @@ def generation_metrics(
     return section
 
 
-def _pairs_picture(sample_files: list[Path], train_dataset, sample_rows, train_rows, size) -> torch.Tensor:
-    """Samples (top row) above their nearest training images (bottom row)."""
+def _pairs_picture(
+    sample_files: list[Path], train_dataset, sample_rows, train_rows, size, views=None
+) -> torch.Tensor:
+    """Samples (top row) above their nearest training images (bottom row), each in the matched view.
+
+    ``train_rows`` index the training images; ``views`` (same length, dihedral view ids) or None.
+    """
     top = torch.cat([next(read_images([sample_files[i]], 1)) for i in sample_rows])
-    bottom = torch.stack([train_dataset[int(j)]["image"].float() for j in train_rows])
+    views = [0] * len(train_rows) if views is None else views
+    bottom = torch.stack(
+        [
+            apply_view(train_dataset[int(j)]["image"].float(), int(v))
+            for j, v in zip(train_rows, views, strict=True)
+        ]
+    )
     if tuple(bottom.shape[-2:]) != tuple(size):
         bottom = torch.nn.functional.interpolate(bottom, size=tuple(size), mode="bilinear", antialias=True)
     return make_grid(torch.cat([top, bottom.clamp(0, 1)]), nrow=len(top), padding=2, pad_value=1.0)
@@ -184,11 +196,14 @@ def memorization_metrics(
     test = IndexDataset(index_dir, split)
     if len(train) == 0 or len(test) == 0:
         return {"skipped": f"the index dataset {index_dir} needs non-empty train and {split} splits"}
-    if len(train_dataset) != len(train):
+    if len(train_dataset) != train.num_images:
         raise ValueError(
-            f"the index dataset {index_dir} has {len(train)} train grids but the data has "
-            f"{len(train_dataset)} train images: re-run encode for this data"
+            f"the index dataset {index_dir} has {train.num_images} train images ({len(train)} grids, "
+            f"{train.num_views} views each) but the data has {len(train_dataset)} train images: re-run encode "
+            "for this data"
         )
+    # against every view of every train image (encode train_views=K): a sample that copies a flipped
+    # training lesion is a copy too
     gen_dist, gen_row = nearest_hamming(gen_grids, train.indices, device)
     test_dist, _ = nearest_hamming(test.indices, train.indices, device)
     section: dict = {
@@ -196,37 +211,65 @@ def memorization_metrics(
             "distance": "Hamming: fraction of grid positions whose codes differ",
             **memorization_summary(gen_dist, test_dist, percentile, num_bootstrap, seed),
             "n_train": len(train),
+            "n_train_images": train.num_images,
+            "train_views": train.num_views,
         }
     }
     size = tuple(gen_grids.shape[1:])
     picture_size = tuple(next(read_images(files[:1], 1)).shape[-2:]) if files else size
     pairs = closest_pairs(gen_dist, num_pairs)
     save_png(
-        _pairs_picture(files, train_dataset, pairs, gen_row[pairs], picture_size),
+        _pairs_picture(
+            files,
+            train_dataset,
+            pairs,
+            train.image_of_row(gen_row[pairs]),
+            picture_size,
+            train.views[gen_row[pairs]],
+        ),
         out_dir / "memorization.png",
     )
     section["code_space"]["picture"] = "memorization.png"
     section["code_space"]["closest"] = [
-        {"sample": files[i].name, "train_row": int(gen_row[i]), "distance": float(gen_dist[i])} for i in pairs
+        {
+            "sample": files[i].name,
+            "train_row": int(gen_row[i]),
+            "train_image": int(train.image_of_row(gen_row[i])),
+            "view": VIEW_NAMES[int(train.views[gen_row[i]])],
+            "distance": float(gen_dist[i]),
+        }
+        for i in pairs
     ]
 
     if cache and "fake" in cache and mem_cfg.features:
         rows = real_subset(len(train_dataset), mem_cfg.max_train, seed)
-        loader = _loader(train_dataset, rows, batch_size, num_workers)
-        train_feats = extract_features(
-            cache["extractor"], (b["image"] for b in loader), device, size=cache["size"]
-        )
+        # the same views the prior was trained on: features of view v of every selected image, view-major
+        feats = []
+        for v in range(train.num_views):
+            loader = _loader(train_dataset, rows, batch_size, num_workers)
+            images = (apply_view(b["image"], v) for b in loader)
+            feats.append(extract_features(cache["extractor"], images, device, size=cache["size"]))
+        train_feats = torch.cat(feats)
         f_dist, f_row = nearest_euclidean(cache["fake"], train_feats, device)
         t_dist, _ = nearest_euclidean(cache["real"], train_feats, device)
         pairs = closest_pairs(f_dist, num_pairs)
         save_png(
-            _pairs_picture(files, train_dataset, pairs, rows[f_row[pairs]], picture_size),
+            _pairs_picture(
+                files,
+                train_dataset,
+                pairs,
+                rows[f_row[pairs] % len(rows)],
+                picture_size,
+                f_row[pairs] // len(rows),
+            ),
             out_dir / "memorization_features.png",
         )
         section["feature_space"] = {
             "distance": "Euclidean distance between the FID extractor's features",
             **memorization_summary(f_dist, t_dist, percentile, num_bootstrap, seed),
-            "n_train": int(len(rows)),
+            "n_train": int(len(rows)) * train.num_views,
+            "n_train_images": int(len(rows)),
+            "train_views": train.num_views,
             "picture": "memorization_features.png",
         }
     else:

@@ -23,6 +23,11 @@ learned term that depends only on the position, row[i] + col[j] (separable, (2C,
 the pre-activations of both gates, exactly like the class embedding. It reads no data, so causality
 is untouched; it ties the model to one grid size (``grid_size``).
 
+Optional dropout (``dropout=p``, Srivastava et al. 2014): element-wise on the pre-activations of both
+gates of every layer, in training only. The PixelCNN's only regularizer besides early stopping; the
+incremental sampler ignores it, which is exact because sampling runs in eval mode (sampling.py refuses
+a model left in training mode with dropout).
+
 Optional "no class" label (``null_class=True``, for classifier-free guidance, Ho & Salimans 2022): one
 more row in every class embedding, index ``num_classes``. Training replaces labels with it at random
 (PixelCNNModule's ``cond_dropout``), so the same network also gives unconditional logits; the guided
@@ -71,9 +76,14 @@ class GatedLayer(nn.Module):
         num_classes: int,
         grid_size: tuple[int, int] | None = None,
         null_class: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         self.channels = channels
+        # Element-wise dropout on the gates' inputs (the pre-activations). Each unit is dropped on its own,
+        # at its own position, so nothing moves between positions and causality holds in training too;
+        # in eval mode it is the identity, so the cached sampler (which has no dropout) stays exact.
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None
         self.pad = kernel_size // 2
         self.first = first
         self.last = last
@@ -118,6 +128,8 @@ class GatedLayer(nn.Module):
         if pos is not None:  # (2C, H, W), broadcast over the batch
             v_pre = v_pre + pos
             h_pre = h_pre + pos
+        if self.drop is not None:
+            v_pre, h_pre = self.drop(v_pre), self.drop(h_pre)
         g = gate(h_pre)  # (B, C, H, W)
         skip = self.skip(g)
         if self.last:
@@ -147,8 +159,11 @@ class GatedPixelCNN(nn.Module):
         grid_size: tuple[int, int] | list[int] | None = None,
         position_embedding: bool = False,
         null_class: bool = False,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+            raise ValueError(f"GatedPixelCNN: dropout must be a number in [0, 1) (0 = off), got {dropout!r}")
         for name, value, low in (
             ("num_codes", num_codes, 1),
             ("channels", channels, 1),
@@ -205,6 +220,7 @@ class GatedPixelCNN(nn.Module):
         self.grid_size: tuple[int, int] | None = grid_size
         self.position_embedding = position_embedding
         self.null_class = null_class
+        self.dropout = float(dropout)
 
         self.embedding = nn.Embedding(num_codes, channels)
         self.layers = nn.ModuleList(
@@ -216,6 +232,7 @@ class GatedPixelCNN(nn.Module):
                 num_classes=num_classes,
                 grid_size=grid_size if position_embedding else None,
                 null_class=null_class,
+                dropout=dropout,
             )
             for i in range(num_layers)
         )

@@ -528,6 +528,13 @@ def sample(
     """
     if method not in SAMPLERS:
         raise ValueError(f"sampling: unknown method {method!r}; choose one of {sorted(SAMPLERS)}")
+    if model.training and getattr(model, "dropout", 0.0) > 0:
+        # the cached sampler has no dropout and the naive one would drop units at random: both would
+        # sample from another model than the one validated; eval mode makes dropout the identity
+        raise ValueError(
+            "sampling: the prior is in training mode and has dropout (model.net.dropout > 0); call "
+            "model.eval() before sampling"
+        )
     return SAMPLERS[method](
         model,
         batch_size,

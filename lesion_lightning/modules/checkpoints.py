@@ -166,6 +166,14 @@ class PriorCheckpoint(StageCheckpoint[PixelCNNModule]):
     def index_dataset(self) -> str | None:
         return self._hparams.get("index_dataset")
 
+    @property
+    def validation(self) -> dict[str, Any] | None:
+        """The validation before this checkpoint was saved (for the best one: the one that selected it):
+        val_bits_per_dim, train_eval_bits_per_dim (train probe, same weights and mode), gap_bits_per_dim,
+        n_val, n_train_probe, epoch, step, weights ("ema" | "raw"); None for checkpoints without it."""
+        found = (self._ckpt.get("lesion_lightning") or {}).get("validation")
+        return dict(found) if found else None
+
     def check_pair(self, vqvae: VQVAECheckpoint) -> None:
         """Refuse a VQ-VAE other than the one whose codes the prior was trained on."""
         expected = self.vqvae_fingerprint

@@ -159,6 +159,9 @@ def collect_run(pipeline_path: Path) -> dict:
         "codebook_usage": number(recon, "codebook_usage"),
         "perplexity": number(recon, "perplexity"),
         "bits_per_dim": number(prior, "bits_per_dim"),
+        # recorded in the prior checkpoint at the validation that selected it (PriorCheckpoint.validation)
+        "val_bits_per_dim": number(prior.get("checkpoint_validation"), "val_bits_per_dim"),
+        "gap_bits_per_dim": number(prior.get("checkpoint_validation"), "gap_bits_per_dim"),
         "marginal_bits_per_dim": number(prior, "marginal_bits_per_dim"),
         "bits_per_image": number(prior, "bits_per_image"),
         "marginal_bits_per_image": number(prior, "marginal_bits_per_image"),

@@ -124,6 +124,8 @@ def _row(run: dict, base: Path) -> list[str]:
         _with_ci(run["ssim"], ci["ssim"], ".3f"),
         usage,
         _with_ci(run["bits_per_dim"], ci["bits_per_dim"], ".3f"),
+        _fmt(run.get("val_bits_per_dim"), ".3f"),
+        _fmt(run.get("gap_bits_per_dim"), "+.3f"),
         _with_ci(run["bits_per_image"], ci["bits_per_image"], ".0f"),
         _with_ci(run["marginal_bits_per_dim"], ci["marginal_bits_per_dim"], ".3f"),
         _with_ci(run["marginal_bits_per_image"], ci["marginal_bits_per_image"], ".0f"),
@@ -149,7 +151,9 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
         "undoes each image's stretch with its own min/max and compares with the stored 8-bit original "
         "(10·log10(255²/MSE_i)). PSNR is the mean over images of 10·log10(1/MSE_i). Bits/dim is per grid position and not comparable across grid sizes; bits "
         "per image = bits/dim × H × W is (lower is better; the marginal baseline uses only per-position "
-        "code frequencies from the train split). FID/KID from fewer than "
+        "code frequencies from the train split). Val bits/dim is that of the prior checkpoint used, at "
+        "the validation that selected it; the train-val gap is val minus train bits/dim on as many "
+        "un-augmented train grids, scored the same way (eval mode, same weights). FID/KID from fewer than "
         f"{RELIABLE_N} generated images are marked unreliable; n and the feature extractor are in the "
         "generation table.",
         "",
@@ -163,6 +167,8 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
         "SSIM",
         "codebook usage",
         "prior bits/dim",
+        "val bits/dim (selected ckpt)",
+        "train-val gap",
         "prior bits/image",
         "marginal bits/dim",
         "marginal bits/image",
