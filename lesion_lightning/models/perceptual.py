@@ -1,0 +1,57 @@
+"""LPIPS (Zhang et al. 2018) as a training loss, its backbone weights read from a local file only.
+
+torchmetrics ships the LPIPS linear heads (`functional/image/lpips_models/<net>.pth`) but fetches the
+ImageNet backbone from torchvision's download server. A training run must never download, so the backbone
+comes from `model.loss.lpips_weights=PATH`: a torchvision state dict of that backbone (e.g. the
+`vgg16-397923af.pth` torchvision itself caches under ~/.cache/torch/hub/checkpoints/), copied onto the
+LPIPS feature slices here. The network is frozen and kept in eval mode.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+from torchmetrics.functional.image.lpips import _NoTrainLpips
+
+# LPIPS backbone name -> torchvision constructor
+BACKBONES = {"vgg": "vgg16", "alex": "alexnet", "squeeze": "squeezenet1_1"}
+
+
+class LPIPSLoss(nn.Module):
+    """Mean LPIPS distance between two image batches in [0, 1] (float32; gradients flow to the first)."""
+
+    def __init__(self, weights: str | Path, net: str = "vgg") -> None:
+        super().__init__()
+        if net not in BACKBONES:
+            raise ValueError(f"model.loss.lpips_net must be one of {sorted(BACKBONES)}, got {net!r}")
+        path = Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"model.loss.lpips_weights={weights}: no such file; pass a torchvision {BACKBONES[net]} "
+                "state dict (runs never download weights), or set model.loss.perceptual_weight=0"
+            )
+        # pnet_rand: build the backbone without fetching ImageNet weights; the linear heads load from
+        # torchmetrics' own files
+        self.lpips = _NoTrainLpips(net=net, pretrained=True, pnet_rand=True)
+        backbone = getattr(torchvision.models, BACKBONES[net])(weights=None)
+        try:
+            backbone.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        except Exception as err:
+            raise ValueError(
+                f"model.loss.lpips_weights={weights} is not a torchvision {BACKBONES[net]} state dict "
+                f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+            ) from err
+        features = backbone.features
+        # the LPIPS slices hold the same layers as torchvision's `features`, named by their index there
+        for feature_slice in self.lpips.net.children():
+            for name, layer in feature_slice.named_children():
+                layer.load_state_dict(features[int(name)].state_dict())
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def forward(self, recon: Tensor, x: Tensor) -> Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.lpips(recon.float().clamp(0, 1), x.float(), normalize=True).mean()
