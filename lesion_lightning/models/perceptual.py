@@ -44,11 +44,14 @@ class LPIPSLoss(nn.Module):
                 f"model.loss.lpips_weights={weights} is not a torchvision {BACKBONES[net]} state dict "
                 f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
             ) from err
-        features = backbone.features
-        # the LPIPS slices hold the same layers as torchvision's `features`, named by their index there
-        for feature_slice in self.lpips.net.children():
-            for name, layer in feature_slice.named_children():
-                layer.load_state_dict(features[int(name)].state_dict())
+        # the LPIPS slices partition a prefix of torchvision's `features`, in order: copy tensor by tensor
+        source = list(backbone.features.state_dict().values())
+        target = self.lpips.net.state_dict()
+        if len(target) > len(source) or any(
+            t.shape != s.shape for t, s in zip(target.values(), source, strict=False)
+        ):
+            raise ValueError(f"model.loss.lpips_weights={weights}: layers do not match LPIPS' {net} backbone")
+        self.lpips.net.load_state_dict(dict(zip(target, source, strict=False)))
         for p in self.parameters():
             p.requires_grad_(False)
 
