@@ -11,14 +11,13 @@ import lightning as L
 import pytest
 import torch
 from clihelpers import TINY_PIXELCNN, TINY_VQVAE, compose_config, run_cli
-from omegaconf import open_dict
 
+import lesion_lightning.train as train_command
 from lesion_lightning.models.discriminator import PatchDiscriminator
 from lesion_lightning.models.gan_losses import adaptive_weight, generator_adv_loss, hinge_d_loss
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.modules.vqgan_module import STATE_KEY, VQVAE_ARGS, VQGANModule
 from lesion_lightning.modules.vqvae_module import VQVAEModule
-from lesion_lightning.train import train
 
 # 40 images -> 32 train -> 4 batches of 8 per epoch
 TINY_VQGAN = [
@@ -63,7 +62,9 @@ def test_adaptive_weight_clamps_a_vanishing_adversarial_gradient_and_drops_a_non
     flat = (weight * 0.0).sum()  # zero adversarial gradient: ratio = ||grad rec|| / 1e-4 = 44721
     lam, _, _ = adaptive_weight(rec, flat, weight, disc_weight=2.0, max_weight=100.0)
     assert lam.item() == pytest.approx(200.0)
-    lam, _, _ = adaptive_weight(rec * float("inf"), (weight * 3).sum(), weight, disc_weight=2.0, max_weight=100.0)
+    lam, _, _ = adaptive_weight(
+        rec * float("inf"), (weight * 3).sum(), weight, disc_weight=2.0, max_weight=100.0
+    )
     assert lam.item() == 0.0
 
 
@@ -88,7 +89,9 @@ def test_discriminator_logits_are_float32_under_autocast_and_norms_are_checked()
 
 
 def test_decoder_last_layer_is_the_image_emitting_conv() -> None:
-    module = VQGANModule(net={"hidden_channels": 16, "res_channels": 8, "num_res_blocks": 1, "num_downsamples": 2})
+    module = VQGANModule(
+        net={"hidden_channels": 16, "res_channels": 8, "num_res_blocks": 1, "num_downsamples": 2}
+    )
     assert module.net.last_layer is module.net.decoder.net[-1].weight
     assert module.net.last_layer.shape[1] == 3  # ConvTranspose2d weight: (in, out=RGB, k, k)
 
@@ -130,35 +133,27 @@ class _Recorder(L.Callback):
         self._step = int(pl_module.generator_steps)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        moved = any(not torch.equal(a, b) for a, b in zip(self._before, pl_module.discriminator.parameters()))
+        moved = any(
+            not torch.equal(a, b)
+            for a, b in zip(self._before, pl_module.discriminator.parameters(), strict=True)
+        )
         weight = float(trainer.callback_metrics["train/adaptive_weight_step"])
         self.rows.append({"step": self._step, "d_moved": moved, "adaptive_weight": weight})
 
 
-def _run(tmp_path: Path, overrides: list[str], callbacks: list[L.Callback] = ()) -> dict:
+def _run(tmp_path: Path, overrides: list[str], monkeypatch, callbacks: tuple[L.Callback, ...] = ()) -> dict:
+    """train(cfg) in-process, with `callbacks` added to the configured ones."""
     cfg = compose_config("train", [*TINY_VQGAN, f"paths.output_dir={tmp_path}", *overrides], tmp_path)
-    with open_dict(cfg):
-        cfg.callbacks.update({f"recorder_{i}": None for i in range(len(callbacks))})
-    from lesion_lightning.utils import instantiate
-
-    original = instantiate.instantiate_callbacks
-
-    def with_extra(cfg_callbacks):
-        return [*original(cfg_callbacks), *callbacks]
-
-    instantiate_module = __import__("lesion_lightning.train", fromlist=["instantiate_callbacks"])
-    saved = instantiate_module.instantiate_callbacks
-    instantiate_module.instantiate_callbacks = with_extra
-    try:
-        _, objects = train(cfg)
-    finally:
-        instantiate_module.instantiate_callbacks = saved
+    configured = train_command.instantiate_callbacks
+    monkeypatch.setattr(train_command, "instantiate_callbacks", lambda c: [*configured(c), *callbacks])
+    _, objects = train_command.train(cfg)
+    monkeypatch.setattr(train_command, "instantiate_callbacks", configured)
     return objects
 
 
-def test_discriminator_switches_on_at_disc_start(tmp_path: Path) -> None:
+def test_discriminator_switches_on_at_disc_start(tmp_path: Path, monkeypatch) -> None:
     recorder = _Recorder()
-    _run(tmp_path, ["model.loss.disc_start=2", "trainer.max_epochs=1"], [recorder])
+    _run(tmp_path, ["model.loss.disc_start=2", "trainer.max_epochs=1"], monkeypatch, (recorder,))
     assert [r["step"] for r in recorder.rows] == [0, 1, 2, 3]
     assert [r["d_moved"] for r in recorder.rows] == [False, False, True, True]
     weights = [r["adaptive_weight"] for r in recorder.rows]
@@ -169,10 +164,12 @@ def _optimizer_tensors(state: dict) -> list[torch.Tensor]:
     return [v for s in state["state"].values() for v in s.values() if torch.is_tensor(v)]
 
 
-def test_resume_restores_both_optimizers_schedulers_and_the_discriminator(tmp_path: Path) -> None:
+def test_resume_restores_both_optimizers_schedulers_and_the_discriminator(
+    tmp_path: Path, monkeypatch
+) -> None:
     schedules = ["model.scheduler=cosine", "model.disc_optim.scheduler=cosine", "model.loss.disc_start=1"]
     first = tmp_path / "first"
-    _run(first, [*schedules, "trainer.max_epochs=1"])
+    _run(first, [*schedules, "trainer.max_epochs=1"], monkeypatch)
     last = first / "checkpoints" / "last.ckpt"
     saved = torch.load(last, map_location="cpu", weights_only=True)
     assert len(saved["optimizer_states"]) == 2 and len(saved["lr_schedulers"]) == 2
@@ -188,14 +185,18 @@ def test_resume_restores_both_optimizers_schedulers_and_the_discriminator(tmp_pa
             seen["generator_steps"] = int(pl_module.generator_steps)
 
     second = tmp_path / "second"
-    objects = _run(second, [*schedules, "trainer.max_epochs=2", f"ckpt_path={last}"], [_AtStart()])
+    objects = _run(
+        second, [*schedules, "trainer.max_epochs=2", f"ckpt_path={last}"], monkeypatch, (_AtStart(),)
+    )
     for restored, stored in zip(seen["optimizers"], saved["optimizer_states"], strict=True):
         tensors = _optimizer_tensors(stored)
         assert tensors, "Adam moments were saved"
         for a, b in zip(_optimizer_tensors(restored), tensors, strict=True):
             assert torch.equal(a, b)
     assert [s["last_epoch"] for s in seen["schedulers"]] == [s["last_epoch"] for s in saved["lr_schedulers"]]
-    assert [s["last_epoch"] for s in seen["schedulers"]] == [4, 3], "G stepped 4 batches, D 3 (from disc_start)"
+    assert [s["last_epoch"] for s in seen["schedulers"]] == [4, 3], (
+        "G stepped 4 batches, D 3 (from disc_start)"
+    )
     stored_disc = {k.removeprefix("discriminator."): v for k, v in saved[STATE_KEY]["state_dict"].items()}
     for key, value in seen["disc"].items():
         assert torch.equal(value, stored_disc[key]), key
@@ -223,7 +224,9 @@ def test_vqgan_checkpoint_is_a_vqvae_checkpoint(vqgan_ckpt: Path) -> None:
     raw = torch.load(vqgan_ckpt, map_location="cpu", weights_only=True)
     assert raw["lesion_lightning"] == {"module": "VQVAEModule", "first_stage": "vqgan"}
     assert set(raw["hyper_parameters"]) <= set(VQVAE_ARGS)
-    assert all(k.startswith("net.") for k in raw["state_dict"]), "no discriminator weights where downstream loads"
+    assert all(k.startswith("net.") for k in raw["state_dict"]), (
+        "no discriminator weights where downstream loads"
+    )
     assert any(k.startswith("discriminator.") for k in raw[STATE_KEY]["state_dict"])
     assert not list(vqgan_ckpt.parent.glob("best-*.ckpt")), "the adversarial stage is taken at its last step"
     ckpt = VQVAECheckpoint(vqgan_ckpt)
@@ -241,7 +244,13 @@ def test_downstream_commands_accept_the_vqgan_checkpoint(vqgan_ckpt: Path, tmp_p
     run_cli("lesion_lightning.encode", f"vqvae_ckpt={vqgan_ckpt}", "hydra.run.dir=encode", cwd=tmp_path)
     indices = tmp_path / "encode" / "indices"
     assert (indices / "manifest.json").is_file()
-    run_cli("lesion_lightning.train", *TINY_PIXELCNN, f"data.root={indices}", "hydra.run.dir=pixelcnn", cwd=tmp_path)
+    run_cli(
+        "lesion_lightning.train",
+        *TINY_PIXELCNN,
+        f"data.root={indices}",
+        "hydra.run.dir=pixelcnn",
+        cwd=tmp_path,
+    )
     prior = PriorCheckpoint(tmp_path / "pixelcnn" / "checkpoints" / "last.ckpt")
     # evaluate, score and utility open the pair through these readers
     assert prior.paired_vqvae().fingerprint == VQVAECheckpoint(vqgan_ckpt).fingerprint

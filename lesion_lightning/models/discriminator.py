@@ -72,6 +72,8 @@ class PatchDiscriminator(nn.Module):
 def _init_weights(module: nn.Module) -> None:
     # DCGAN init (taming's weights_init): N(0, 0.02) conv weights
     if isinstance(module, nn.Conv2d):
-        weight = module.parametrizations.weight.original if hasattr(module, "parametrizations") else module.weight
+        weight = (
+            module.parametrizations.weight.original if hasattr(module, "parametrizations") else module.weight
+        )
         nn.init.normal_(weight, 0.0, 0.02)
         nn.init.zeros_(module.bias)

@@ -85,7 +85,13 @@ class VQGANModule(VQVAEModule):
             "lpips_net": "vgg",
             **(loss or {}),
         }
-        self.disc_optim_cfg = {"lr": lr, "weight_decay": 0.0, "scheduler": None, "warmup_steps": 0, **(disc_optim or {})}
+        self.disc_optim_cfg = {
+            "lr": lr,
+            "weight_decay": 0.0,
+            "scheduler": None,
+            "warmup_steps": 0,
+            **(disc_optim or {}),
+        }
         if self.loss_cfg["disc_start"] < 0:
             raise ValueError(f"model.loss.disc_start must be >= 0, got {self.loss_cfg['disc_start']}")
         self.discriminator = PatchDiscriminator(in_channels=self.net.in_channels, **(discriminator or {}))
@@ -207,7 +213,9 @@ class VQGANModule(VQVAEModule):
             }
         )
         self.log_dict(metrics, on_step=True, on_epoch=True, batch_size=x.size(0))
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=x.size(0))
+        self.log(
+            "train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=x.size(0)
+        )
 
     # ------------------------------------------------------------------ checkpoint = a VQ-VAE checkpoint
     def on_save_checkpoint(self, checkpoint: dict) -> None:
@@ -231,4 +239,6 @@ class VQGANModule(VQVAEModule):
             )
         checkpoint["state_dict"].update(section["state_dict"])
         if self.perceptual is not None:
-            checkpoint["state_dict"].update({f"perceptual.{k}": v for k, v in self.perceptual.state_dict().items()})
+            checkpoint["state_dict"].update(
+                {f"perceptual.{k}": v for k, v in self.perceptual.state_dict().items()}
+            )
