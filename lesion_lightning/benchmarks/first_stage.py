@@ -22,12 +22,14 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics.functional.image import structural_similarity_index_measure
+from torchvision.utils import make_grid
 
 from lesion_lightning.metrics.distribution import RELIABLE_N, set_metrics
 from lesion_lightning.metrics.generation import extract_features
 from lesion_lightning.metrics.sharpness import sharpness_ratio
 from lesion_lightning.metrics.stats import mean_interval, per_image_psnr
 from lesion_lightning.modules.checkpoints import VQVAECheckpoint
+from lesion_lightning.utils.io import save_png
 
 
 def _device(name: str) -> torch.device:
@@ -95,7 +97,7 @@ def _paired_difference(a: np.ndarray, b: np.ndarray, num: int) -> dict:
 
 def run(cfg: DictConfig) -> dict:
     if not cfg.checkpoints:
-        raise ValueError("bench.checkpoints is empty: pass '+bench.checkpoints={name: path, ...}'")
+        raise ValueError("bench.checkpoints is empty: pass 'bench.checkpoints={name: path, ...}'")
     device = _device(cfg.device)
     ckpts = {
         name: VQVAECheckpoint(path, key=f"bench.checkpoints.{name}") for name, path in cfg.checkpoints.items()
@@ -110,10 +112,13 @@ def run(cfg: DictConfig) -> dict:
         real = extract_features(extractor, batches, device)
 
     per_image: dict[str, dict[str, np.ndarray]] = {}
+    # side by side: the first `figure_images` held-out lesions, then each checkpoint's reconstructions
+    picture_rows = [images[: cfg.figure_images]]
     rows, table = [], []
     for name, ckpt in ckpts.items():
         net = ckpt.load_module(device).net
         recon = reconstruct(net, images, cfg.batch_size, device)
+        picture_rows.append(recon[: cfg.figure_images])
         mse = (recon - images).square().mean(dim=(1, 2, 3)).double().numpy()
         values = {
             "psnr": per_image_psnr(mse),
@@ -178,6 +183,10 @@ def run(cfg: DictConfig) -> dict:
             ratios[f"rFID {other} / {base}"] = comp["rfid_ratio"]
         comparisons.append(comp)
 
+    picture = None
+    if cfg.figure_images > 0:
+        grid = make_grid(torch.cat(picture_rows), nrow=len(picture_rows[0]), padding=2, pad_value=1.0)
+        picture = str(save_png(grid, f"{cfg.out_dir}/side_by_side.png"))
     notes = [
         f"{source['n']} held-out images ({source['eval_set']}), {source['image_size'][0]} px, "
         f"normalization={source['normalization']}; every metric on that [0, 1] scale, reconstructions clamped",
@@ -202,6 +211,8 @@ def run(cfg: DictConfig) -> dict:
         "comparisons": comparisons,
         "ratios": ratios,
         "source": source,
+        "picture": picture,
+        "picture_rows": ["original", *ckpts],
         "notes": notes,
         "settings": OmegaConf.to_container(cfg, resolve=True),
     }
