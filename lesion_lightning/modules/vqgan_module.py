@@ -231,6 +231,7 @@ class VQGANModule(VQVAEModule):
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
         section = checkpoint.get(STATE_KEY)
         if section is None:
             raise ValueError(
