@@ -16,9 +16,10 @@ from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.data.generated import GeneratedImages, read_labelled_samples
 from lesion_lightning.data.synthetic import render_lesion
 from lesion_lightning.data.transforms import ImageTransform
-from lesion_lightning.downstream import synthetic_plan, train_classifier
+from lesion_lightning.downstream.plan import synthetic_plan
 from lesion_lightning.metrics.utility import Task, compare_arms, score
 from lesion_lightning.modules.classifier_module import load_classifier, predict_proba
+from lesion_lightning.modules.classifier_training import train_classifier
 
 SMALL_CNN = {
     "_target_": "lesion_lightning.modules.classifier_module.ClassifierModule",
@@ -51,9 +52,9 @@ def test_paired_bootstrap_pairs_test_images() -> None:
     noise = [two_class(torch.rand(200, generator=g)) for _ in range(2)]
     res = compare_arms({"real": informative, "same": informative, "noise": noise}, labels, task, "real", 200)
     # an arm identical to the reference differs by exactly 0 on every resample: the pairing works
-    assert res["differences"]["same - real"]["macro_auroc"]["ci95"] == [0.0, 0.0]
-    lo, hi = res["differences"]["noise - real"]["macro_auroc"]["ci95"]
-    assert hi < 0 and res["arms"]["real"]["ci95"]["macro_auroc"][0] > 0.9
+    assert res["differences"]["same - real"]["macro_auroc"]["mean_ci"] == [0.0, 0.0]
+    lo, hi = res["differences"]["noise - real"]["macro_auroc"]["mean_ci"]
+    assert hi < 0 and res["arms"]["real"]["mean_ci"]["macro_auroc"][0] > 0.9
     assert abs(res["arms"]["noise"]["mean"]["melanoma_auroc"] - 0.5) < 0.15
     # AUC needs both classes in the test labels: undefined, not a number
     assert score(informative[0][:10], torch.zeros(10, dtype=torch.long), task)["macro_auroc"] is None
@@ -125,7 +126,7 @@ def test_label_shuffled_prior_scores_chance_while_a_correct_one_does_not(tmp_pat
     # documented tolerance (README): chance is 0.5 +- 0.15 for the seed-mean over 3 seeds, ~80 test images
     assert abs(broken["mean"]["macro_auroc"] - 0.5) < 0.15, broken
     assert correct["mean"]["macro_auroc"] > 0.85, correct
-    assert correct["ci95"]["macro_auroc"][0] > broken["ci95"]["macro_auroc"][1]
+    assert correct["mean_ci"]["macro_auroc"][0] > broken["mean_ci"]["macro_auroc"][1]
 
 
 @pytest.mark.slow
@@ -178,10 +179,12 @@ def test_utility_cli_on_the_chain(chain, tmp_path: Path) -> None:
     )
 
     # the sweep report shows the table and the bar plot
-    (run / "pipeline.json").write_text(
-        json.dumps({"grid": 8, "stages": {"utility": {"status": "done", "seconds": 1.0}}})
+    from lesion_lightning.report.publish import write_report
+    from lesion_lightning.utils.run_folder import PipelineRecord, StageRecord
+
+    PipelineRecord(grid=8, stages={"utility": StageRecord(status="done", seconds=1.0)}).save(
+        run / "pipeline.json"
     )
-    from lesion_lightning.report import write_report
 
     report = write_report(tmp_path).read_text()
     assert "Downstream utility" in report and "(3) synthetic only" in report

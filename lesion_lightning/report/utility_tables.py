@@ -1,16 +1,10 @@
-"""Tables and bar plot of the downstream-utility stage (`utility/metrics.json`), for the stage's own
-console output and the sweep report. Pure formatting: matplotlib imported only to plot, saved like every picture (utils.io.save_figure)."""
+"""Tables of the downstream-utility stage's results (`utility/metrics.json`), for the stage's own console
+output, its W&B tables and the sweep report. Pure formatting: no file is read or written here."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
-from lesion_lightning.utils.io import save_figure
-
-METRICS_JSON = Path("utility/metrics.json")
-PLOT = "utility.png"
 ARM_TITLES = {
     "real": "(1) real",
     "real_plus_synthetic": "(2) real + synthetic",
@@ -28,33 +22,17 @@ METRIC_TITLES = {
 DASH = "—"
 
 
-def read_utility(run_dir: Path) -> tuple[dict | None, str | None]:
-    """A pipeline run's utility results, or (None, why not)."""
-    path = Path(run_dir) / METRICS_JSON
-    if not path.is_file():
-        return None, "utility stage not run (no utility/metrics.json)"
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        return None, f"utility/metrics.json unreadable: {err}"
-    if not isinstance(data, dict):
-        return None, "utility/metrics.json is not a JSON object"
-    if data.get("skipped"):
-        return None, f"utility skipped: {data['skipped']}"
-    return data, None
-
-
-def _num(x) -> bool:
+def is_number(x) -> bool:
     return isinstance(x, int | float) and math.isfinite(x)
 
 
 def _cell(mean, sd=None, ci=None, signed: bool = False) -> str:
-    if not _num(mean):
+    if not is_number(mean):
         return DASH
     text = f"{mean:+.3f}" if signed else f"{mean:.3f}"
-    if _num(sd):
+    if is_number(sd):
         text += f" ± {sd:.3f}"
-    if ci and all(_num(v) for v in ci):
+    if ci and all(is_number(v) for v in ci):
         text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
     return text
 
@@ -71,7 +49,7 @@ def utility_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             [
                 ARM_TITLES.get(arm, arm),
                 f"{size.get('real', 0)} + {size.get('synthetic', 0)}",
-                *(_cell(entry["mean"][m], entry["sd"][m], entry["ci95"][m]) for m in metrics),
+                *(_cell(entry["mean"][m], entry["sd"][m], entry["mean_ci"][m]) for m in metrics),
             ]
         )
     for name, diff in results["differences"].items():
@@ -79,7 +57,7 @@ def utility_rows(results: dict) -> tuple[list[str], list[list[str]]]:
             [
                 DIFF_TITLES.get(name, name),
                 "paired, same test images",
-                *(_cell(diff[m]["mean"], None, diff[m]["ci95"], signed=True) for m in metrics),
+                *(_cell(diff[m]["mean"], None, diff[m]["mean_ci"], signed=True) for m in metrics),
             ]
         )
     return header, rows
@@ -98,9 +76,9 @@ def fidelity_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         rows.append(
             [
                 name,
-                _cell(e.get("generated_accuracy"), e.get("generated_sd"), e.get("generated_ci95")),
+                _cell(e.get("generated_accuracy"), e.get("generated_sd"), e.get("generated_accuracy_ci")),
                 str(e.get("n_generated", 0)),
-                _cell(e.get("real_test_accuracy"), e.get("real_test_sd"), e.get("real_test_ci95")),
+                _cell(e.get("real_test_accuracy"), e.get("real_test_sd"), e.get("real_test_accuracy_ci")),
                 str(e.get("n_real_test", 0)),
             ]
         )
@@ -142,49 +120,3 @@ def utility_markdown(results: dict) -> list[str]:
     for note in results.get("notes") or []:
         lines += ["", f"**Note:** {note}"]
     return lines
-
-
-def plot_utility(entries: list[tuple[str, dict]], path: Path) -> Path | None:
-    """One panel per metric: a bar per (run, arm) at the seed-mean with its 95 % interval, dots for
-    the seeds. ``entries`` = (label, utility results) pairs; written atomically. None when empty."""
-    entries = [(label, r) for label, r in entries if r]
-    if not entries:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = list(dict.fromkeys(m for _, r in entries for m in r["task"]["metrics"]))
-    arms = list(dict.fromkeys(a for _, r in entries for a in r["arms"]))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
-    width = 0.8 / len(arms)
-    for ax, m in zip(axes[0], metrics, strict=True):
-        for a, arm in enumerate(arms):
-            xs, ys, lo, hi = [], [], [], []
-            for i, (_, r) in enumerate(entries):
-                e = r["arms"].get(arm)
-                mean = e["mean"].get(m) if e else None
-                if not _num(mean):
-                    continue
-                x = i + (a - (len(arms) - 1) / 2) * width
-                ci = e["ci95"].get(m) or [mean, mean]
-                xs.append(x)
-                ys.append(mean)
-                lo.append(mean - ci[0])
-                hi.append(ci[1] - mean)
-                seeds = [s.get(m) for s in e["per_seed"] if _num(s.get(m))]
-                ax.plot([x] * len(seeds), seeds, "k.", ms=3, zorder=3)
-            ax.bar(xs, ys, width * 0.9, yerr=[lo, hi], capsize=3, label=ARM_TITLES.get(arm, arm))
-        if "auroc" in m:
-            ax.axhline(0.5, color="gray", lw=0.8, ls="--")
-        ax.set_xticks(range(len(entries)), [label for label, _ in entries])
-        ax.set_ylim(0, 1)
-        ax.set_title(METRIC_TITLES.get(m, m) + " (real test)", fontsize=10)
-        ax.grid(alpha=0.3, axis="y")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(arms), fontsize=8)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
-    save_figure(fig, path)
-    plt.close(fig)
-    return path
