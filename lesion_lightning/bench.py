@@ -1,6 +1,6 @@
 """Benchmarks: `python -m lesion_lightning.bench <what> [overrides]` prints a table and writes bench.json.
 
-what = train | data | sampler | guidance. Each benchmark measures both sides of its comparison in the same run
+what = train | data | sampler | guidance | first_stage. Each benchmark measures both sides of its comparison in the same run
 and reports their ratio: absolute times on shared machines are noise, ratios are not.
 """
 
@@ -25,6 +25,7 @@ BENCHES = {
     "data": "lesion_lightning.benchmarks.data",
     "sampler": "lesion_lightning.benchmarks.sampler",
     "guidance": "lesion_lightning.benchmarks.guidance",
+    "first_stage": "lesion_lightning.benchmarks.first_stage",
 }
 log = logging.getLogger(__name__)
 

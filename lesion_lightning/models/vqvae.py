@@ -142,6 +142,12 @@ class VQVAE(nn.Module):
         return 2**self.num_downsamples
 
     @property
+    def last_layer(self) -> Tensor:
+        """The decoder's last weight (the image-emitting transposed conv): where VQGAN's adaptive weight
+        compares the reconstruction and adversarial gradients."""
+        return self.decoder.net[-1].weight
+
+    @property
     def codebook_size(self) -> int:
         return self.quantizer.codebook_size
 

@@ -118,6 +118,11 @@ class VQVAECheckpoint(StageCheckpoint[VQVAEModule]):
     def net_settings(self) -> dict[str, Any]:
         return dict(self._hparams["net"])
 
+    @property
+    def first_stage(self) -> str:
+        """How the VQ-VAE was trained: "vqvae" (MSE) or "vqgan" (adversarial, modules/vqgan_module.py)."""
+        return (self._ckpt.get("lesion_lightning") or {}).get("first_stage", "vqvae")
+
     def build_datamodule(self, overrides: dict | None = None):
         """The LesionDataModule the VQ-VAE was trained with (same root, preprocessing and split), set up."""
         from lesion_lightning.data.datamodule import LesionDataModule

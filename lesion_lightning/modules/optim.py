@@ -10,12 +10,18 @@ SCHEDULERS = (None, "cosine", "constant")
 
 
 def adam_with_schedule(
-    params, lr: float, weight_decay: float, scheduler: str | None, warmup_steps: int, total_steps: int
+    params,
+    lr: float,
+    weight_decay: float,
+    scheduler: str | None,
+    warmup_steps: int,
+    total_steps: int,
+    betas: tuple[float, float] = (0.9, 0.999),
 ) -> dict:
     """Adam (the report's optimizer) with optional linear warm-up and cosine decay per step."""
     if scheduler not in SCHEDULERS:
         raise ValueError(f"model.scheduler must be one of {SCHEDULERS}, got {scheduler!r}")
-    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    optimizer = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas))
     if scheduler is None and warmup_steps <= 0:
         return {"optimizer": optimizer}
     total = max(int(total_steps), 1)
