@@ -69,3 +69,18 @@ def with_interval(section: dict, key: str, interval: dict) -> None:
     """section[key] = mean; section[key_ci] = [low, high] (the layout metrics.json uses everywhere)."""
     section[key] = interval["mean"]
     section[f"{key}_ci"] = [interval["ci_low"], interval["ci_high"]]
+
+
+def censored_interval(replicates: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The central `confidence` range of replicates that may be -inf / +inf (censored: "below / beyond
+    what was measured"); NaN replicates are dropped. Order statistics, not interpolation (interpolating
+    towards an infinite replicate is meaningless): the lower end rounds down, the upper end up, so the
+    range is never narrower than `percentile_interval`'s on finite replicates."""
+    replicates = np.asarray(replicates, dtype=np.float64)
+    replicates = replicates[~np.isnan(replicates)]
+    if replicates.size == 0:
+        return (float("nan"), float("nan"))
+    tail = (1.0 - confidence) / 2
+    lo = np.quantile(replicates, tail, method="lower")
+    hi = np.quantile(replicates, 1 - tail, method="higher")
+    return (float(lo), float(hi))
