@@ -32,7 +32,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset, Sampler
 
 from lesion_lightning.data.generated import GeneratedImages, LabelledSamples, read_labelled_samples
 from lesion_lightning.data.transforms import ImageTransform, build_augment
@@ -171,8 +171,10 @@ def train_classifier(
     trainer_cfg: dict | None = None,
     log_dir: Path | None = None,
     name: str = "classifier",
+    sampler: Sampler | None = None,
 ) -> tuple[ClassifierModule, L.Trainer]:
-    """A ClassifierModule trained for exactly ``steps`` optimizer steps on ``dataset`` (reshuffled per epoch)."""
+    """A ClassifierModule trained for exactly ``steps`` optimizer steps on ``dataset`` (reshuffled per
+    epoch, or drawn by ``sampler``: the balanced arm's data.budget.balanced_sampler)."""
     if len(dataset) == 0:
         raise ValueError(f"{name}: no training images")
     L.seed_everything(seed, workers=True)
@@ -182,7 +184,8 @@ def train_classifier(
     loader = DataLoader(
         dataset,
         batch_size=min(batch_size, len(dataset)),
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=len(dataset) > batch_size,  # a trailing batch of one breaks BatchNorm
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
