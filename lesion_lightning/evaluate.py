@@ -34,7 +34,7 @@ from lesion_lightning.metrics.generation import (
 )
 from lesion_lightning.metrics.prior import marginal_bits_per_grid, model_bits_per_grid
 from lesion_lightning.metrics.sample_quality import generation_metrics, memorization_metrics
-from lesion_lightning.metrics.stats import mean_interval, per_image_psnr, with_interval
+from lesion_lightning.metrics.stats import ci_key, mean_interval, per_image_psnr, with_interval
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.utils.config import plain_settings
 from lesion_lightning.utils.instantiate import instantiate_loggers
@@ -125,8 +125,7 @@ def reconstruction_metrics(
     }
     # 95 % intervals: bootstrap over the split's images (the point values stay the torchmetrics ones)
     for key, values in (("mse", mse_i), ("psnr", per_image_psnr(mse_i)), ("ssim", ssim_i)):
-        interval = mean_interval(values, num_bootstrap, seed)
-        section[f"{key}_ci"] = [interval["ci_low"], interval["ci_high"]]
+        section[ci_key(key)] = mean_interval(values, num_bootstrap, seed).interval.to_json()
     picture = None
     if originals:
         top, bottom = torch.cat(originals), torch.cat(recons)
@@ -200,11 +199,9 @@ def prior_section(
 def _bits_with_intervals(section: dict, prefix: str, per_grid, grid: list[int], cfg: DictConfig) -> None:
     """`{prefix}_per_dim` and `{prefix}_per_image` (= bits/dim x H x W: comparable across grid sizes)
     with 95 % bootstrap intervals over the split's grids."""
-    interval = mean_interval(per_grid, int(cfg.eval.get("bootstrap", 1000)), int(cfg.seed))
-    with_interval(section, f"{prefix}_per_dim", interval)
-    positions = math.prod(grid)
-    per_image = {k: v * positions if k != "n" else v for k, v in interval.items()}
-    with_interval(section, f"{prefix}_per_image", per_image)
+    estimate = mean_interval(per_grid, int(cfg.eval.get("bootstrap", 1000)), int(cfg.seed))
+    with_interval(section, f"{prefix}_per_dim", estimate)
+    with_interval(section, f"{prefix}_per_image", estimate.scaled(math.prod(grid)))
 
 
 # -------------------------------------------------------------------------------------------------- generation

@@ -43,6 +43,7 @@ from lesion_lightning.metrics.likelihood import (
     position_nll,
 )
 from lesion_lightning.metrics.prior import position_log_probs
+from lesion_lightning.metrics.stats import NORMAL, Interval, put
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.utils.io import atomic_write_json, atomic_write_text
 from lesion_lightning.utils.runtime import pick_device, publish_dir
@@ -252,11 +253,10 @@ def _summary(scores: dict[str, np.ndarray]) -> dict:
     n = len(scores["bits_per_dim"])
     summary = {"num_images": n}
     for key, values in scores.items():
-        sem = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
-        summary[key] = {
-            "mean": float(values.mean()),
-            "ci95": [float(values.mean() - 1.96 * sem), float(values.mean() + 1.96 * sem)],
-        }
+        # mean ± 1.96 SE over the images (a normal approximation, named as such in score.json)
+        summary[key] = {}
+        put(summary[key], "mean", float(values.mean()), Interval.normal(values))
+        summary[key]["mean_ci_method"] = NORMAL
     return summary
 
 
@@ -349,7 +349,7 @@ def _print(result: dict, out_dir: Path) -> None:
             )
     for name, m in (result.get("ood_detection") or {}).items():
         if isinstance(m, dict):
-            ci = m.get("auroc_95ci") or [float("nan")] * 2
+            ci = m.get("auroc_ci") or [float("nan")] * 2
             print(
                 f"ood detection, {name}: AUROC {m['auroc']:.4f} [95% CI {ci[0]:.3f}, {ci[1]:.3f}]  AUPR {m['aupr']:.4f}"
             )

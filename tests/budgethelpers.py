@@ -9,8 +9,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lesion_lightning.data.datamodule import LesionDataModule
-from lesion_lightning.downstream import train_classifier
 from lesion_lightning.modules.classifier_module import predict_proba
+from lesion_lightning.modules.classifier_training import train_classifier
 
 SIZE = 32
 SMALL_CNN = {

@@ -63,7 +63,7 @@ def test_bench_guidance_writes_one_row_per_weight(chain, tmp_path: Path) -> None
         assert sum(row[f"n_{c}"] for c in classes) == 6
         for c in classes:
             if row[f"n_{c}"]:
-                assert 0 <= row[f"fidelity_{c}"] <= 1 and len(row[f"fidelity_{c}_ci95"]) == 2
+                assert 0 <= row[f"fidelity_{c}"] <= 1 and len(row[f"fidelity_{c}_ci"]) == 2
     # no utility stage in the chain: the classifier was trained here, on the real train split
     assert report["classifier"]["source"].startswith("trained here")
     assert Path(report["classifier"]["checkpoints"][0]).is_file()

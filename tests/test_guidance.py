@@ -10,7 +10,8 @@ from clihelpers import compose_config
 from PIL import Image
 
 from lesion_lightning.modules.pixelcnn_module import PixelCNNModule
-from lesion_lightning.sample import sample, tile_captions
+from lesion_lightning.samples.folder import sample_to_folder as sample
+from lesion_lightning.samples.folder import tile_captions
 
 NET = {"num_codes": 8, "channels": 8, "num_layers": 2, "num_classes": 2, "grid_size": [4, 4]}
 

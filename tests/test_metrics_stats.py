@@ -20,7 +20,15 @@ from lesion_lightning.metrics.distribution import (
     set_metrics,
 )
 from lesion_lightning.metrics.generation import _Precomputed
-from lesion_lightning.metrics.stats import mean_interval, per_image_psnr
+from lesion_lightning.metrics.stats import (
+    NORMAL,
+    PERCENTILE_BOOTSTRAP,
+    Estimate,
+    Interval,
+    mean_interval,
+    per_image_psnr,
+    put,
+)
 
 
 def _constructed_pair() -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,11 +71,40 @@ def test_mean_interval_covers_the_mean_and_narrows_with_n():
     small = mean_interval(rng.normal(10, 2, size=20), num=500)
     large = mean_interval(rng.normal(10, 2, size=2000), num=500)
     for result in (small, large):
-        assert result["ci_low"] < result["mean"] < result["ci_high"]
-    assert (large["ci_high"] - large["ci_low"]) < (small["ci_high"] - small["ci_low"]) / 5
+        assert result.interval.low < result.value < result.interval.high
+        assert result.interval.contains(result.value)
+    width = lambda e: e.interval.high - e.interval.low  # noqa: E731
+    assert width(large) < width(small) / 5
     # ~ 2 * 1.96 * sigma / sqrt(n) for a normal mean
-    assert large["ci_high"] - large["ci_low"] == pytest.approx(2 * 1.96 * 2 / math.sqrt(2000), rel=0.2)
-    assert mean_interval([3.0, 3.0, 3.0]) == {"mean": 3.0, "ci_low": 3.0, "ci_high": 3.0, "n": 3}
+    assert width(large) == pytest.approx(2 * 1.96 * 2 / math.sqrt(2000), rel=0.2)
+    assert mean_interval([3.0, 3.0, 3.0]) == Estimate(3.0, Interval(3.0, 3.0), 3)
+
+
+def test_interval_methods_cover_a_known_mean_about_95_percent_of_the_time():
+    """Simulated truth: 400 samples of n=40 from N(5, 2); a 95 % interval of the mean should contain 5
+    in about 95 % of them (binomial sd ~1.1 %), the bootstrap one a little less at this n."""
+    rng = np.random.default_rng(1)
+    draws = rng.normal(5.0, 2.0, size=(400, 40))
+    normal = np.mean([Interval.normal(d).contains(5.0) for d in draws])
+    boot = np.mean([mean_interval(d, num=300, seed=i).interval.contains(5.0) for i, d in enumerate(draws)])
+    assert 0.92 <= normal <= 0.98, normal
+    assert 0.90 <= boot <= 0.98, boot
+    assert (
+        Interval.normal(draws[0]).method == NORMAL
+        and Interval.percentile([1.0]).method == PERCENTILE_BOOTSTRAP
+    )
+
+
+def test_interval_json_and_key_convention():
+    replicates = np.arange(1001, dtype=float)  # percentiles 2.5 / 97.5 of 0..1000 are 25 and 975
+    interval = Interval.percentile(replicates)
+    assert interval.to_json() == pytest.approx([25.0, 975.0]) and interval.level == 0.95
+    assert Interval.percentile([float("nan")]).finite is False
+    section: dict = {}
+    put(section, "fid", 12.0, interval.scaled(2.0))
+    put(section, "kid", 0.1, None)
+    assert section["fid_ci"] == pytest.approx([50.0, 1950.0]) and section["kid_ci"] is None
+    assert (section["fid"], section["kid"]) == (12.0, 0.1)
 
 
 def _features(n: int, dims: int, shift: float, seed: int) -> torch.Tensor:

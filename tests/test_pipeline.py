@@ -147,3 +147,25 @@ def test_interrupted_training_stage_continues_from_last_checkpoint(tmp_path: Pat
     resumed = torch.load(last, map_location="cpu", weights_only=True)
     assert resumed["epoch"] == 1 and resumed["global_step"] == 2 * step
     assert state["stages"]["vqvae"]["status"] == "done"
+
+
+def test_a_failed_stage_and_the_overrides_are_recorded_for_the_report(tmp_path: Path) -> None:
+    """pipeline.json carries the failing stage's exception line and the run's overrides (the report's
+    notes and "Overrides" section read them through the same PipelineRecord)."""
+    from clihelpers import compose_config
+
+    from lesion_lightning.pipeline import run_pipeline
+    from lesion_lightning.report.collect import collect_run
+    from lesion_lightning.utils.run_folder import PipelineRecord
+
+    overrides = ["preset=quickstart", "grid=8", "image_size=32", "stages=[encode]", "log_with=none"]
+    cfg = compose_config("pipeline", overrides, tmp_path)
+    with pytest.raises(RuntimeError, match="stage `encode` failed"):
+        run_pipeline(cfg, tmp_path, overrides)  # no VQ-VAE checkpoint: encode exits with an error
+    record = PipelineRecord.read(tmp_path / "pipeline.json")
+    encode = record.stages["encode"]
+    assert encode.status == "failed" and encode.returncode not in (None, 0)
+    assert encode.error and "Error" in encode.error and "last.ckpt" in encode.error, encode.error
+    assert record.overrides == overrides
+    run = collect_run(tmp_path / "pipeline.json")
+    assert f"stage `encode` failed: {encode.error}" in run["notes"] and run["overrides"] == overrides

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from lesion_lightning.report import main, write_report
-
-STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate")
+from lesion_lightning.report.__main__ import main
+from lesion_lightning.report.publish import write_report
+from lesion_lightning.utils.run_folder import STAGES, PipelineRecord, StageRecord
 
 
 def _png(path: Path, color: tuple[int, int, int]) -> None:
@@ -22,13 +22,16 @@ def _png(path: Path, color: tuple[int, int, int]) -> None:
 def _run(sweep: Path, job: str, grid: int, metrics: dict | None, failed: str | None = None) -> Path:
     """One pipeline run folder: pipeline.json, evaluate/metrics.json (if given), pictures, samples.json."""
     run = sweep / job
-    stages = {s: {"status": "done", "seconds": 10.0 * (i + 1) * grid / 32} for i, s in enumerate(STAGES)}
+    # the pipeline's own writer: what it records, and nothing it does not, is what the report reads
+    record = PipelineRecord(grid=grid, image_size=256, overrides=[f"grid={grid}"])
+    for i, stage in enumerate(STAGES[:5]):  # a run with stages=[vqvae, ..., evaluate]
+        record.stages[stage] = StageRecord(status="done", seconds=10.0 * (i + 1) * grid / 32)
     if failed:
-        stages[failed] = {"status": "failed", "error": "RuntimeError: out of memory"}
+        record.stages[failed] = StageRecord(
+            status="failed", returncode=1, error="RuntimeError: out of memory"
+        )
     run.mkdir(parents=True)
-    (run / "pipeline.json").write_text(
-        json.dumps({"grid": grid, "stages": stages, "overrides": [f"grid={grid}"]})
-    )
+    record.save(run / "pipeline.json")
     _png(run / "sample" / "samples" / "grid.png", (200, 100, 100))
     (run / "sample" / "samples" / "samples.json").write_text(
         json.dumps({"seconds_per_image": 0.125 * grid / 32})
@@ -131,6 +134,9 @@ def test_report_has_one_row_per_grid_pictures_and_plot(tmp_path):
     with Image.open(plot) as image:
         assert image.format == "PNG" and image.size[0] > 300
     assert not list(sweep.glob(".*tmp*"))  # written via temporary names, none left behind
+    # the overrides the pipeline recorded, and the stage it was not asked to run
+    assert "## Overrides" in report and "- 64x64: `grid=64`" in report
+    assert "stage `utility` not recorded in pipeline.json" in report
 
 
 def test_missing_pieces_render_as_dashes_with_a_note(tmp_path):
@@ -143,7 +149,7 @@ def test_missing_pieces_render_as_dashes_with_a_note(tmp_path):
     )
     bare = sweep / "2"
     bare.mkdir()
-    (bare / "pipeline.json").write_text(json.dumps({"grid": 64, "stages": {"vqvae": {"status": "running"}}}))
+    PipelineRecord(grid=64, stages={"vqvae": StageRecord(status="running")}).save(bare / "pipeline.json")
     report = write_report(sweep).read_text()
     rows = _rows(report)
     assert set(rows) == {"16x16", "32x32", "64x64", "128x128"}
@@ -176,9 +182,9 @@ def test_report_logged_to_wandb_offline(tmp_path, monkeypatch):
     sweep = tmp_path / "sweep"
     _run(sweep, "0", 32, _metrics(20.0, 3.0, 12.0))
     _run(sweep, "1", 64, _metrics(24.0, 2.5, None))
-    from lesion_lightning.report_wandb import publish_report
+    from lesion_lightning.report.publish import publish_report
 
-    _, run_dir = publish_report(sweep)
+    _, run_dir = publish_report(sweep, to_wandb=True)
     assert run_dir.parent == sweep / "wandb" and run_dir.name.startswith("offline-run-")
     media = {p.name.split("_")[0] for p in (run_dir / "files" / "media").rglob("*.png")}
     assert media, "plot and pictures logged as images"

@@ -82,9 +82,9 @@ def test_baseline_map_matches_the_marginal_bits_per_dim() -> None:
 
 def test_ood_metrics() -> None:
     separated = ood_metrics(np.array([0.1, 0.2, 0.3]), np.array([0.5, 0.9]), num_bootstrap=50)
-    assert separated["auroc"] == 1.0 and separated["aupr"] == 1.0 and separated["auroc_95ci"] == [1.0, 1.0]
+    assert separated["auroc"] == 1.0 and separated["aupr"] == 1.0 and separated["auroc_ci"] == [1.0, 1.0]
     reversed_ = ood_metrics(np.array([0.5, 0.9]), np.array([0.1, 0.2, 0.3]), num_bootstrap=0)
-    assert reversed_["auroc"] == 0.0 and "auroc_95ci" not in reversed_
+    assert reversed_["auroc"] == 0.0 and "auroc_ci" not in reversed_
     half = ood_metrics(np.array([0.1, 0.4]), np.array([0.2, 0.3]), num_bootstrap=0)
     assert half["auroc"] == 0.5 and half["roc"]["fpr"][0] == 0.0
     with pytest.raises(ValueError, match="both sides"):
@@ -178,7 +178,7 @@ def test_score_separates_synthetic_lesions_from_noise(chain, tmp_path) -> None:
     assert result["conditioning"] == "class_marginal"
     raw = result["ood_detection"]["raw bits/dim"]
     assert raw["auroc"] > 0.9, raw
-    assert raw["num_in"] == 24 and raw["num_ood"] == 12 and raw["auroc_95ci"][0] <= raw["auroc"]
+    assert raw["num_in"] == 24 and raw["num_ood"] == 12 and raw["auroc_ci"][0] <= raw["auroc"]
     assert "corrected" in result["ood_detection"]
     assert (out / "roc.png").is_file() and len(read_scores(out / "ood_scores.csv")) == 12
     print(f"AUROC synthetic lesions vs noise: {json.dumps(result['ood_detection'], indent=1)}")

@@ -1,5 +1,6 @@
-"""The package's shape: no import cycles, the lower floors never import upwards, and the README's
-"Where things are" map matches the tree.
+"""The package's shape: the package root holds the commands and nothing else, a command never imports
+another command, no import cycles, every sub-package has a floor and never imports from above it, and
+the README's "Where things are" map matches the tree.
 
 No module imports one that imports it back.
 
@@ -129,28 +130,73 @@ def test_package_has_no_import_cycles() -> None:
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-# floor -> what it may import from the package (itself always): utils is the ground floor
+# the package root: the commands, in pipeline order (each `@hydra.main` over one `stage(cfg)`)
+COMMANDS = ("train", "encode", "sample", "evaluate", "score", "utility", "pipeline", "bench")
+
+U, M, D, ME, MO = (f"{PACKAGE}.{f}" for f in ("utils", "models", "data", "metrics", "modules"))
+# floor -> what it may import from the package (itself always): utils is the ground floor, commands the top
 FLOORS = {
-    "lesion_lightning.utils": (),
-    "lesion_lightning.models": ("lesion_lightning.utils",),
-    "lesion_lightning.metrics": (
-        "lesion_lightning.models",
-        "lesion_lightning.data",
-        "lesion_lightning.utils",
+    U: (),
+    M: (U,),
+    D: (U,),
+    ME: (M, D, U),
+    MO: (ME, M, D, U),
+    f"{PACKAGE}.callbacks": (MO, ME, M, D, U),
+    f"{PACKAGE}.samples": (MO, M, D, U),
+    f"{PACKAGE}.report": (ME, U),
+    f"{PACKAGE}.downstream": (f"{PACKAGE}.report", f"{PACKAGE}.samples", MO, ME, M, D, U),
+    f"{PACKAGE}.benchmarks": (
+        f"{PACKAGE}.report",
+        f"{PACKAGE}.samples",
+        f"{PACKAGE}.downstream",
+        f"{PACKAGE}.callbacks",
+        MO,
+        ME,
+        M,
+        D,
+        U,
     ),
-    "lesion_lightning.data": ("lesion_lightning.utils",),
 }
+
+
+def test_the_package_root_is_the_command_list() -> None:
+    modules = sorted(p.stem for p in ROOT.glob("*.py") if p.name != "__init__.py")
+    assert modules == sorted(COMMANDS), f"library code at the package root (move it into a floor): {modules}"
+    packages = sorted(f"{PACKAGE}.{p.name}" for p in ROOT.iterdir() if (p / "__init__.py").is_file())
+    assert packages == sorted(FLOORS), f"every sub-package needs a floor in FLOORS: {packages}"
+
+
+def test_commands_never_import_each_other() -> None:
+    commands = {f"{PACKAGE}.{c}" for c in COMMANDS}
+    graph = import_graph()
+    crossing = {c: sorted(graph[c] & commands) for c in commands if graph[c] & commands}
+    assert not crossing, f"a command imports another command (move the shared code into a floor): {crossing}"
+    # and no library floor imports a command
+    upward = {n: sorted(d & commands) for n, d in graph.items() if n not in commands and d & commands}
+    assert not upward, f"library modules import commands: {upward}"
+
+
+def test_the_finders_catch_a_crossing_import(tmp_path) -> None:
+    mod = tmp_path / "m.py"
+    mod.write_text("def f():\n    from lesion_lightning.sample import stage\n")
+    known = {"lesion_lightning.sample", "lesion_lightning.samples", "lesion_lightning.samples.folder"}
+    assert imported_modules("lesion_lightning.utility", mod, known) == {"lesion_lightning.sample"}
 
 
 @pytest.mark.parametrize("floor", sorted(FLOORS))
 def test_lower_floors_do_not_import_upwards(floor: str) -> None:
     allowed = (floor, *FLOORS[floor])
     upward = {
-        name: sorted(d for d in deps if not d.startswith(allowed))
+        name: sorted(d for d in deps if not _within(d, allowed))
         for name, deps in import_graph().items()
-        if name.startswith(floor)
+        if _within(name, (floor,))
     }
     assert not {k: v for k, v in upward.items() if v}, f"{floor} imports from above it: {upward}"
+
+
+def _within(module: str, floors: tuple[str, ...]) -> bool:
+    """`a.b.c` is within floor `a.b` (but `a.bc` is not: a prefix match would let `sample` pass as `samples`)."""
+    return any(module == f or module.startswith(f + ".") for f in floors)
 
 
 def test_readme_map_matches_the_tree() -> None:

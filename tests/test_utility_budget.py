@@ -22,7 +22,7 @@ from lesion_lightning.metrics.budget import (
     invert_curve,
     monotone,
 )
-from lesion_lightning.metrics.stats import censored_interval
+from lesion_lightning.metrics.stats import Interval
 from lesion_lightning.metrics.utility import Task
 
 TASK = Task(("nevus", "melanoma"))
@@ -188,6 +188,6 @@ def test_equivalent_real_interval_covers_the_true_budget_on_a_noisy_known_curve(
 
 def test_censored_interval_keeps_infinite_replicates() -> None:
     reps = np.array([1.0, 2.0, 3.0] + [math.inf] * 97)
-    assert censored_interval(reps) == (3.0, math.inf)
-    assert censored_interval(np.arange(1001.0)) == (25.0, 975.0)
-    assert censored_interval(np.array([-math.inf] * 10 + [5.0] * 990))[0] == 5.0
+    assert Interval.censored(reps).to_json() == [3.0, math.inf]
+    assert Interval.censored(np.arange(1001.0)).to_json() == [25.0, 975.0]
+    assert Interval.censored(np.array([-math.inf] * 10 + [5.0] * 990)).low == 5.0

@@ -21,7 +21,7 @@ from PIL import Image
 from lesion_lightning.data.generated import GeneratedImages
 from lesion_lightning.data.synthetic import render_lesion
 from lesion_lightning.data.transforms import ImageTransform
-from lesion_lightning.downstream_curve import (
+from lesion_lightning.downstream.curve import (
     BALANCED,
     PLUS,
     REAL,
@@ -75,7 +75,7 @@ def curves(tmp_path_factory) -> dict:
     cache = root / "runs"  # the balanced curve is trained once and reused by the second generator
     for kind, pool in (("oracle", held_out), ("useless", _shuffled_renders(root / "shuffled", names, 60))):
         settings = BudgetSettings(arms=(BALANCED, PLUS), **common)
-        curve, _ = run_curve(train, tests, [pool], names, settings, fit, predict, cache_dir=cache / kind)
+        curve, _, _ = run_curve(train, tests, [pool], names, settings, fit, predict, cache_dir=cache)
         out[kind] = curve
     return out
 
@@ -132,7 +132,7 @@ def test_duplicated_minority_images_are_rebalancing_not_new_data(tmp_path: Path)
         num_resamples=400,
         synthetic_per_class="auto",
     )
-    curve, _ = run_curve(
+    curve, _, _ = run_curve(
         real, {"test": (test, labels_of(test))}, [copies], names, settings, make_fit(names, STEPS), predict
     )
     rows = {

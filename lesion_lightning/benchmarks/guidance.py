@@ -2,7 +2,7 @@
 speed and sample diversity, on one trained pipeline run.
 
 For every w in ``guidance_weights`` it draws ``num_samples`` labelled samples with the cached sampler
-(``lesion_lightning.sample``: same seed, so the same labels drawn from the train split's class mix and
+(``samples.folder.sample_to_folder``: same seed, so the same labels drawn from the train split's class mix and
 the same per-sample random streams for every w) and reports, per w:
 
 - ``s_per_image``: the sample CLI's wall time per image (sampling + decoding + PNG writing), with the
@@ -11,7 +11,7 @@ the same per-sample random streams for every w) and reports, per w:
   classifier trained on real images calls by their label, mean over classifiers, 95 % bootstrap
   interval over the samples. The classifiers are the utility stage's arm-(1) ones
   (``<run_dir>/utility/classifiers/real_seed*.ckpt``) when that stage ran, else one ClassifierModule
-  trained here on the real train split (``downstream.train_classifier``). The ``real test images``
+  trained here on the real train split (``modules.classifier_training.train_classifier``). The ``real test images``
   row is the same classifiers' recall on the real test split: the ceiling a perfect sampler reaches;
 - FID (95 % bootstrap interval over the samples) / precision / recall against the real test split
   (``metrics.sample_quality.generation_metrics``), with n, the feature extractor and the reliability flag
@@ -38,19 +38,21 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
-from lesion_lightning.downstream import train_classifier
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.metrics.generation import build_inception, read_images, sample_files
 from lesion_lightning.metrics.sample_quality import generation_metrics
 from lesion_lightning.metrics.utility import Task, class_fidelity
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.modules.classifier_module import ClassifierModule, load_classifier, predict_proba
-from lesion_lightning.pipeline import stage_checkpoint
+from lesion_lightning.modules.classifier_training import train_classifier
+from lesion_lightning.samples.config import sample_config as base_sample_config
+from lesion_lightning.samples.folder import sample_to_folder
+from lesion_lightning.utils.config import CONF_DIR
+from lesion_lightning.utils.run_folder import RunFolder
 from lesion_lightning.utils.runtime import pick_device
 
 log = logging.getLogger(__name__)
 CONFIG = "conf/bench/guidance.yaml"
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def guidance_weights(values) -> list[float]:
@@ -87,31 +89,17 @@ def sample_config(
     cfg: DictConfig, prior: Path, vqvae: Path, weight: float, out_dir: Path, num_samples: int | None = None
 ) -> DictConfig:
     """conf/sample.yaml with this benchmark's settings, as `python -m lesion_lightning.sample` would get."""
-    base = OmegaConf.load(CONF_DIR / "sample.yaml")
-    base.pop("defaults", None)
-    keys = (
-        "num_samples",
-        "batch_size",
-        "label_distribution",
-        "temperature",
-        "top_k",
-        "top_p",
-        "seed",
-        "device",
-    )
-    return OmegaConf.merge(
-        base,
-        {k: cfg[k] for k in keys},
-        {
-            "num_samples": int(num_samples or cfg.num_samples),
-            "pixelcnn_ckpt": str(prior),
-            "vqvae_ckpt": str(vqvae),
-            "label": None,
-            "guidance": weight,
-            "sampler": "cached",
-            "out_dir": str(out_dir),
-            "overwrite": True,
-        },
+    keys = ("batch_size", "label_distribution", "temperature", "top_k", "top_p", "seed", "device")
+    return base_sample_config(
+        **{k: cfg[k] for k in keys},
+        num_samples=int(num_samples or cfg.num_samples),
+        pixelcnn_ckpt=str(prior),
+        vqvae_ckpt=str(vqvae),
+        label=None,
+        guidance=weight,
+        sampler="cached",
+        out_dir=str(out_dir),
+        overwrite=True,
     )
 
 
@@ -119,7 +107,7 @@ def real_classifiers(
     cfg: DictConfig, run_dir: Path, dm, class_names: list[str], out_dir: Path
 ) -> tuple[list[ClassifierModule], dict]:
     """The utility stage's arm-(1) classifiers of this run if there are any, else one trained here."""
-    found = sorted((run_dir / "utility" / "classifiers").glob("real_seed*.ckpt"))
+    found = sorted(RunFolder(run_dir).utility_classifiers.glob("real_seed*.ckpt"))
     if found and cfg.classifier.reuse_utility:
         models = [load_classifier(path) for path in found]
         for path, model in zip(found, models, strict=True):
@@ -188,7 +176,7 @@ def display_row(row: dict, class_names: list[str]) -> dict:
         out["s/image"] = row["s_per_image"]
     for name in class_names:
         out[f"fidelity {name} (n)"] = (
-            f"{_with_interval(row[f'fidelity_{name}'], row[f'fidelity_{name}_ci95'])} ({row[f'n_{name}']})"
+            f"{_with_interval(row[f'fidelity_{name}'], row[f'fidelity_{name}_ci'])} ({row[f'n_{name}']})"
         )
     if "fid" in row:
         out["FID [95% CI]"] = _with_interval(row["fid"], row["fid_ci"])
@@ -208,8 +196,6 @@ def _loader(dataset, batch_size: int, num_workers: int):
 
 
 def run(cfg: DictConfig) -> dict:
-    from lesion_lightning.sample import sample
-
     weights = guidance_weights(cfg.guidance_weights)
     if not isinstance(cfg.num_samples, int) or cfg.num_samples < 2:
         raise SystemExit(f"{CONFIG}: num_samples must be an integer >= 2, got {cfg.num_samples!r}")
@@ -219,7 +205,7 @@ def run(cfg: DictConfig) -> dict:
         run_dir = Path(cfg.run_dir)
     else:
         run_dir = train_quickstart(out_dir / "pipeline", list(cfg.pipeline_overrides))
-    prior_path = stage_checkpoint(run_dir, "pixelcnn")
+    prior_path = RunFolder(run_dir).checkpoint("pixelcnn")
     if not prior_path.is_file():
         raise SystemExit(
             f"bench.run_dir={run_dir}: no prior checkpoint ({prior_path}); pass the folder of a finished "
@@ -228,7 +214,7 @@ def run(cfg: DictConfig) -> dict:
     prior = PriorCheckpoint(prior_path)
     # the VQ-VAE that encoded the prior's training data (its best checkpoint may be a later one)
     recorded = Path(prior.vqvae_path) if prior.vqvae_path else None
-    vqvae_path = recorded if recorded and recorded.is_file() else stage_checkpoint(run_dir, "vqvae")
+    vqvae_path = recorded if recorded and recorded.is_file() else RunFolder(run_dir).checkpoint("vqvae")
     vqvae = VQVAECheckpoint(vqvae_path)
     prior.check_pair(vqvae)
     net = prior.load_module("cpu").net
@@ -258,11 +244,13 @@ def run(cfg: DictConfig) -> dict:
     resamples, seed = int(cfg.fidelity_resamples), int(cfg.seed)
 
     # an untimed warm-up draw, so the first timed weight does not pay for one-off allocations
-    warmup = sample(sample_config(cfg, prior_path, vqvae_path, max(weights), out_dir / "warmup", 8))
+    warmup = sample_to_folder(sample_config(cfg, prior_path, vqvae_path, max(weights), out_dir / "warmup", 8))
     shutil.rmtree(warmup)
     rows, per_weight, fidelity = [], {}, {}
     for w in weights:
-        samples_dir = sample(sample_config(cfg, prior_path, vqvae_path, w, out_dir / f"samples_w{w:g}"))
+        samples_dir = sample_to_folder(
+            sample_config(cfg, prior_path, vqvae_path, w, out_dir / f"samples_w{w:g}")
+        )
         meta = json.loads((samples_dir / "samples.json").read_text())
         files = sample_files(samples_dir)
         labels = torch.as_tensor(meta["label_indices"], dtype=torch.long)
@@ -284,7 +272,7 @@ def run(cfg: DictConfig) -> dict:
         row: dict = {"guidance": w, "s_per_image": float(meta["seconds_per_image"])}
         for name, entry in fidelity.items():
             row[f"fidelity_{name}"] = entry["generated_accuracy"]
-            row[f"fidelity_{name}_ci95"] = entry["generated_ci95"]
+            row[f"fidelity_{name}_ci"] = entry["generated_accuracy_ci"]
             row[f"n_{name}"] = entry["n_generated"]
         row.update({k: generation.get(k) for k in ("fid", "fid_ci", "precision", "recall")})
         row.update(
@@ -306,7 +294,7 @@ def run(cfg: DictConfig) -> dict:
     reference = {"guidance": f"real {cfg.split} images"}
     for name, entry in fidelity.items():
         reference[f"fidelity_{name}"] = entry["real_test_accuracy"]
-        reference[f"fidelity_{name}_ci95"] = entry["real_test_ci95"]
+        reference[f"fidelity_{name}_ci"] = entry["real_test_accuracy_ci"]
         reference[f"n_{name}"] = entry["n_real_test"]
     rows.append(reference)
 

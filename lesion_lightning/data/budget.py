@@ -35,6 +35,11 @@ def check_fractions(fractions: Sequence[float]) -> list[float]:
     return values
 
 
+def subset_size(class_size: int, fraction: float) -> int:
+    """Images of a class of ``class_size`` kept at ``fraction``: round(f * n), at least one."""
+    return max(1, round(fraction * class_size))
+
+
 def nested_subsets(
     labels: Sequence[int], fractions: Sequence[float], seed: int = 0
 ) -> dict[float, np.ndarray]:
@@ -45,7 +50,7 @@ def nested_subsets(
     order = {int(c): rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels)}
     out = {}
     for f in values:
-        keep = [members[: max(1, round(f * len(members)))] for members in order.values()]
+        keep = [members[: subset_size(len(members), f)] for members in order.values()]
         out[f] = np.sort(np.concatenate(keep)) if keep else np.zeros(0, dtype=np.int64)
     return out
 

@@ -38,7 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from lesion_lightning.data.duplicates import THUMB, Content, pixel_digest, thumbnail
 from lesion_lightning.data.imageops import RESIZE_MODES, resize_image, to_rgb
 from lesion_lightning.data.records import name_bytes, shown
-from lesion_lightning.data.stale import tmp_tag
+from lesion_lightning.utils.io import tmp_tag
 
 CACHE_VERSION = 2  # 2: per-image pixel digest and thumbnail for duplicate detection
 IMAGES_FILE = "images.npy"

@@ -28,7 +28,6 @@ Near-duplicate links are transitive (single linkage), like lesion and patient gr
 from __future__ import annotations
 
 import csv
-import os
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from PIL import Image, ImageDraw, ImageOps
 
 from lesion_lightning.data.imageops import to_rgb
 from lesion_lightning.data.records import shown
-from lesion_lightning.data.stale import tmp_tag
+from lesion_lightning.utils.io import atomic_write
 
 DUPLICATE_MODES: tuple[str, ...] = ("group", "drop", "keep")
 REPORT_FILE = "duplicates.csv"
@@ -298,18 +297,19 @@ def write_report(
 
     ``distance``: ``1 - correlation`` to the group's first image (aligned, see the module docstring).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{tmp_tag()}")
     rows = dups.kinds(len(ids))
-    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
-        writer = csv.writer(f)
-        writer.writerow(["group", "id", "path", "kind", "distance", "split"])
-        for g, i, kind in rows:
-            head = dups.groups[g][0]
-            dist = 0.0 if i == head else pair_distance(thumbs[head], thumbs[i])
-            split = "dropped" if i in dropped else split_of.get(ids[i], "")
-            writer.writerow([g, ids[i], shown(paths[i]), kind, f"{dist:.4f}", split])
-    os.replace(tmp, path)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
+            writer = csv.writer(f)
+            writer.writerow(["group", "id", "path", "kind", "distance", "split"])
+            for g, i, kind in rows:
+                head = dups.groups[g][0]
+                dist = 0.0 if i == head else pair_distance(thumbs[head], thumbs[i])
+                split = "dropped" if i in dropped else split_of.get(ids[i], "")
+                writer.writerow([g, ids[i], shown(paths[i]), kind, f"{dist:.4f}", split])
+
+    atomic_write(path, write)
 
 
 def pair_distance(a: np.ndarray, b: np.ndarray) -> float:
@@ -343,8 +343,5 @@ def write_picture(
         for col, row in enumerate((i, j)):
             tile = Image.fromarray(np.asarray(images[row])).resize((side, side), Image.Resampling.NEAREST)
             sheet.paste(tile, (col * (side + 8), top + caption))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{tmp_tag()}")
-    sheet.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: sheet.save(tmp, format="PNG"))
     return True

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,8 @@ from lesion_lightning.data.splits import (
     make_split,
     split_digest,
 )
-from lesion_lightning.data.stale import remove_stale_temporaries, tmp_tag
+from lesion_lightning.data.stale import remove_stale_temporaries
+from lesion_lightning.utils.io import atomic_write, atomic_write_text
 
 BAD_REPORT = "bad_images.csv"
 
@@ -132,15 +132,15 @@ def cache_images(
 
 
 def write_bad_report(path: Path, bad: Sequence[BadItem]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{tmp_tag()}")
-    # backslashreplace: a path that is not valid UTF-8 is written escaped, never a UnicodeEncodeError
-    with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
-        writer = csv.writer(f)
-        writer.writerow(["id", "path", "reason"])
-        for item in bad:
-            writer.writerow([item.id, item.path, item.reason])
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        # backslashreplace: a path that is not valid UTF-8 is written escaped, never a UnicodeEncodeError
+        with open(tmp, "w", newline="", encoding="utf-8", errors="backslashreplace") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", "path", "reason"])
+            for item in bad:
+                writer.writerow([item.id, item.path, item.reason])
+
+    atomic_write(path, write)
 
 
 def bad_message(bad: Sequence[BadItem], report: Path, shown_items: int = 10) -> str:
@@ -200,9 +200,7 @@ def _load_or_find(cache: Cache, records: list[Record], threshold: float | None) 
         "groups": found.groups,
         "links": [[i, j, k, d] for (i, j), (k, d) in sorted(found.links.items())],
     }
-    tmp = path.with_name(f"{path.name}.{tmp_tag()}")
-    tmp.write_text(json.dumps(payload) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload) + "\n")
     return found
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,8 +27,8 @@ import numpy as np
 
 from lesion_lightning.data.layouts import Record, group_keys
 from lesion_lightning.data.records import name_bytes
-from lesion_lightning.data.stale import tmp_tag
 from lesion_lightning.data.vocabulary import VOCABULARY
+from lesion_lightning.utils.io import atomic_write_text
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 SPLIT_VERSION = 1
@@ -146,10 +145,7 @@ def load_or_make_split(
         "sizes": {s: len(v) for s, v in split.items()},
         "splits": split,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{tmp_tag()}")
-    tmp.write_text(json.dumps(payload) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload) + "\n")
     return split
 
 

@@ -1,4 +1,4 @@
-"""Remove the temporaries of killed runs: ``<name>.tmp-<host>-<pid>[.npy]`` whose process is gone.
+"""Remove the temporaries of killed runs: ``[.]<name>.tmp-<host>-<pid>[.npy]`` whose process is gone.
 
 Every writer here writes to a temporary name and renames it when complete, so a killed cache build
 or encode leaves its temporary behind (an ``images.npy`` can be gigabytes). A temporary is stale when
@@ -17,11 +17,6 @@ from pathlib import Path
 from lesion_lightning.data.records import shown
 
 _TMP = re.compile(r"\.tmp-(?:(?P<host>.+)-)?(?P<pid>\d+)(?:\.npy)?$")
-
-
-def tmp_tag() -> str:
-    """The suffix writers put on their temporaries: ``tmp-<host>-<pid>``."""
-    return f"tmp-{socket.gethostname()}-{os.getpid()}"
 
 
 def pid_alive(pid: int) -> bool:

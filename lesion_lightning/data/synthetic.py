@@ -18,8 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +36,7 @@ from lesion_lightning.data.synthetic_render import (
     sample_view,
     skin_tone,
 )
+from lesion_lightning.utils.io import atomic_write
 
 __all__ = ["CLASSES", "GENERATOR_VERSION", "render_lesion", "synthetic_params_match", "write_synthetic_isic"]
 
@@ -161,7 +160,8 @@ def write_synthetic_isic(
 
     ``root/ISIC_0000000.jpg ...``, ``root/metadata.csv`` (columns ``METADATA_COLUMNS``) and
     ``root/synthetic.json`` (the generation parameters, see :func:`synthetic_params_match`).
-    Everything is written to ``<root>.tmp-<pid>`` first and renamed to ``root`` when complete.
+    Everything is written to a temporary sibling first (``utils.io.atomic_write``) and renamed to
+    ``root`` when complete.
     Raises FileExistsError if ``root`` already holds a ``metadata.csv``.
     """
     root = Path(root)
@@ -184,11 +184,8 @@ def write_synthetic_isic(
             f"{root} exists and is not an empty folder; choose another data.root or remove it"
         )
 
-    tmp = root.with_name(f"{root.name}.tmp-{os.getpid()}")
-    if tmp.exists():  # left by an earlier crashed run that had the same pid
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    try:
+    def write(tmp: Path) -> None:
+        tmp.mkdir(parents=True)
         plans = _plan(num_images, seed, melanoma_fraction)
         items = plans
         if progress:
@@ -224,17 +221,14 @@ def write_synthetic_isic(
             writer.writerows(rows)
         params = _params(num_images, image_size, seed, melanoma_fraction, hair_probability, jpeg_quality)
         (tmp / PARAMS_FILE).write_text(json.dumps(params, indent=2) + "\n")
-        if root.exists():
-            root.rmdir()  # empty (checked above); rename cannot replace a directory portably
-        try:
-            os.rename(tmp, root)
-        except OSError as e:
-            if (root / "metadata.csv").exists():  # another process finished first
-                raise FileExistsError(f"{root} was written by another process meanwhile; reuse it") from e
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    try:
+        # the rename replaces an absent or empty root (checked above) and refuses a filled one
+        atomic_write(root, write)
+    except OSError as e:
+        if (root / "metadata.csv").exists():  # another process finished first
+            raise FileExistsError(f"{root} was written by another process meanwhile; reuse it") from e
+        raise
     return root
 
 

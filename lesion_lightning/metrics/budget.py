@@ -23,7 +23,7 @@ full split) the answer is "beyond the curve" (+inf: more than every real image w
 first point "below the curve" (-inf: less than the smallest budget measured). "Worth" is the
 equivalent minus the real images arm (2) already had, ``n_eq - n_f``; its share of ``added`` says
 how many real images one generated image replaces. Each bootstrap replicate inverts its own curve
-at its own arm-(2) score (paired), and :func:`lesion_lightning.metrics.stats.censored_interval` gives
+at its own arm-(2) score (paired), and ``Interval.censored`` (metrics/stats.py) gives
 the interval (an end may be infinite).
 """
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lesion_lightning.metrics.stats import censored_interval, percentile_interval
+from lesion_lightning.metrics.stats import Interval
 from lesion_lightning.metrics.utility import BOOT_CHUNK, Task, batched_scores, score
 
 BELOW, ON, BEYOND = "below the curve", "on the curve", "beyond the curve"
@@ -62,14 +62,14 @@ class Replicates:
         reps = self.boot[key][metric]
         if reps.size == 0 or not np.isfinite(reps).any():
             return None
-        return list(percentile_interval(reps))
+        return Interval.percentile(reps).to_json()
 
     def difference(self, key: str, reference: str, metric: str) -> tuple[float | None, list[float] | None]:
         """``key - reference``: the difference of seed-means and its paired interval."""
         x, r = self.point[key][metric], self.point[reference][metric]
         mean = None if x is None or r is None else x - r
         reps = self.boot[key][metric] - self.boot[reference][metric]
-        ci = list(percentile_interval(reps)) if reps.size and np.isfinite(reps).any() else None
+        ci = Interval.percentile(reps).to_json() if reps.size and np.isfinite(reps).any() else None
         return mean, ci
 
     def sd(self, key: str, metric: str) -> float | None:
@@ -203,7 +203,8 @@ def equivalent_real(
             for b in range(len(target_boot))
         ]
     )
-    lo, hi = censored_interval(reps) if reps.size else (float("nan"), float("nan"))
+    ci = Interval.censored(reps)
+    lo, hi = ci.low, ci.high
     worth = value - n_own
     out = {
         "n_real": int(n_own),

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lesion_lightning.metrics.generation import GenerationUnavailable, fid_kid
-from lesion_lightning.metrics.stats import CONFIDENCE, percentile_interval
+from lesion_lightning.metrics.stats import CONFIDENCE, Interval
 
 # below this many generated images an FID/KID is reported as unreliable (the Inception feature size)
 RELIABLE_N = 2048
@@ -127,9 +127,9 @@ def set_metrics(
         kid_reps.append(kernel(counts))
     out = {
         "fid": scores["fid"],
-        "fid_ci": list(percentile_interval(np.array(fid_reps))) if num_bootstrap else None,
+        "fid_ci": Interval.percentile(fid_reps).to_json() if num_bootstrap else None,
         "kid": kernel(),
-        "kid_ci": list(percentile_interval(np.array(kid_reps))) if num_bootstrap else None,
+        "kid_ci": Interval.percentile(kid_reps).to_json() if num_bootstrap else None,
         "kid_mean": scores["kid_mean"],
         "kid_std": scores["kid_std"],
         "kid_subset_size": scores["kid_subset_size"],

@@ -63,7 +63,7 @@ def roc_figure(curves: dict[str, dict], title: str, path: str | Path) -> Path:
     fig = Figure(figsize=(4.8, 4.4))
     ax = fig.subplots()
     for name, m in curves.items():
-        ci = m.get("auroc_95ci")
+        ci = m.get("auroc_ci")
         label = f"{name}: AUROC {m['auroc']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
         ax.plot(m["roc"]["fpr"], m["roc"]["tpr"], label=label)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)

@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_auroc, binary_average_precision, binary_roc
 
+from lesion_lightning.metrics.stats import Interval
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
 
 
@@ -110,7 +111,7 @@ def ood_metrics(
             n = neg[torch.randint(len(neg), (len(neg),), generator=g)]
             aurocs.append(float(binary_auroc(torch.cat([n, p]), target)))
             auprs.append(float(binary_average_precision(torch.cat([n, p]), target)))
-        result["auroc_95ci"] = [float(np.percentile(aurocs, 2.5)), float(np.percentile(aurocs, 97.5))]
-        result["aupr_95ci"] = [float(np.percentile(auprs, 2.5)), float(np.percentile(auprs, 97.5))]
+        result["auroc_ci"] = Interval.percentile(aurocs).to_json()
+        result["aupr_ci"] = Interval.percentile(auprs).to_json()
         result["num_bootstrap"] = num_bootstrap
     return result

@@ -90,10 +90,10 @@ def memorization_summary(
         raise ValueError("memorization needs generated and test distances")
     threshold = float(np.percentile(test_dist, percentile))
     closer = (gen_dist < threshold).astype(np.float64)
-    interval = mean_interval(closer, num=num_bootstrap, seed=seed)
+    estimate = mean_interval(closer, num=num_bootstrap, seed=seed)
     return {
-        "memorized_fraction": interval["mean"],
-        "memorized_fraction_ci": [interval["ci_low"], interval["ci_high"]],
+        "memorized_fraction": estimate.value,
+        "memorized_fraction_ci": estimate.interval.to_json(),
         # what the fraction would be for unseen real lesions (about percentile / 100 by construction)
         "test_fraction_below": float((test_dist < threshold).mean()),
         "threshold": threshold,

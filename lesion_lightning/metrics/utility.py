@@ -33,6 +33,8 @@ from torchmetrics.functional.classification import (
 )
 from tqdm.auto import tqdm
 
+from lesion_lightning.metrics.stats import Interval
+
 MELANOMA = "melanoma"
 # fewer real test images than this in some class: intervals are wide, the table flags the figures
 NOISY_CLASS_SIZE = 30
@@ -134,11 +136,9 @@ def _stratified_indices(labels: np.ndarray, rng: np.random.Generator) -> np.ndar
 
 
 def _interval(values: np.ndarray) -> list[float] | None:
-    values = values[np.isfinite(values)]
-    if len(values) == 0:
-        return None
-    lo, hi = np.percentile(values, [2.5, 97.5])
-    return [float(lo), float(hi)]
+    """The 95 % percentile-bootstrap interval's `_ci` value; None when no replicate is finite."""
+    interval = Interval.percentile(values)
+    return interval.to_json() if interval.finite else None
 
 
 def _mean_sd(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -169,7 +169,7 @@ def compare_arms(
     point = {}
     for arm in arms:
         per_seed = [score(p, labels, task) for p in probs[arm]]
-        entry: dict = {"per_seed": per_seed, "mean": {}, "sd": {}, "ci95": {}}
+        entry: dict = {"per_seed": per_seed, "mean": {}, "sd": {}, "mean_ci": {}}
         for m in metrics:
             entry["mean"][m], entry["sd"][m] = _mean_sd([s[m] for s in per_seed])
         point[arm] = entry["mean"]
@@ -190,7 +190,7 @@ def compare_arms(
                 boot[lo : lo + len(idx), a, k] = torch.stack([s[m] for s in per_seed]).mean(0).cpu().numpy()
     for a, arm in enumerate(arms):
         for k, m in enumerate(metrics):
-            result["arms"][arm]["ci95"][m] = _interval(boot[:, a, k]) if num_resamples else None
+            result["arms"][arm]["mean_ci"][m] = _interval(boot[:, a, k]) if num_resamples else None
     ref = arms.index(reference)
     for a, arm in enumerate(arms):
         if arm == reference:
@@ -200,7 +200,7 @@ def compare_arms(
             x, r = point[arm][m], point[reference][m]
             diff[m] = {
                 "mean": None if x is None or r is None else x - r,
-                "ci95": _interval(boot[:, a, k] - boot[:, ref, k]) if num_resamples else None,
+                "mean_ci": _interval(boot[:, a, k] - boot[:, ref, k]) if num_resamples else None,
             }
         result["differences"][f"{arm} - {reference}"] = diff
     return result
@@ -242,7 +242,7 @@ def class_fidelity(
             members = np.flatnonzero(labels.numpy() == c) if len(labels) else np.array([], dtype=int)
             entry[f"n_{prefix}"] = int(len(members))
             if len(members) == 0 or correct is None:
-                entry[f"{prefix}_accuracy"] = entry[f"{prefix}_sd"] = entry[f"{prefix}_ci95"] = None
+                entry[f"{prefix}_accuracy"] = entry[f"{prefix}_sd"] = entry[f"{prefix}_accuracy_ci"] = None
                 continue
             mean, sd = _mean_sd([r[c] for r in recall])
             cols = correct[:, members]  # (seeds, n_c)
@@ -250,6 +250,6 @@ def class_fidelity(
                 [cols[:, rng.integers(0, len(members), len(members))].mean() for _ in range(num_resamples)]
             )
             entry[f"{prefix}_accuracy"], entry[f"{prefix}_sd"] = mean, sd
-            entry[f"{prefix}_ci95"] = _interval(boot) if num_resamples else None
+            entry[f"{prefix}_accuracy_ci"] = _interval(boot) if num_resamples else None
         out[name] = entry
     return out

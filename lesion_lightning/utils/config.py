@@ -6,6 +6,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+# conf/ beside the package: where the commands' `@hydra.main(config_path="../conf")` finds it
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
 
 def save_resolved_config(cfg: DictConfig, output_dir: str | Path) -> Path:
     from lesion_lightning.utils.io import atomic_write_text

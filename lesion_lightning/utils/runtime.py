@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from lesion_lightning.utils.io import tmp_path
+
 
 def pick_device(name: str, key: str = "device") -> torch.device:
     """`auto` (CUDA when visible, else CPU), `cpu`, `cuda` or `cuda:N`; `key` names the config key in errors."""
@@ -34,7 +36,7 @@ def publish_dir(final: str | Path, overwrite: bool = False, what: str = "output"
         raise FileExistsError(
             f"{what} folder {final} already exists; pass overwrite=true or choose another path"
         )
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    tmp = tmp_path(final)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)

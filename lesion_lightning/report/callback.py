@@ -1,4 +1,5 @@
-"""Hydra callbacks: run by Hydra around jobs and sweeps (Lightning's callbacks live in `callbacks/`)."""
+"""The Hydra callback that writes the sweep report after a pipeline multirun (Lightning's callbacks live in
+`callbacks/`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from lesion_lightning.report_wandb import publish_report
+from lesion_lightning.report.publish import publish_report
 
 log = logging.getLogger(__name__)
 

@@ -1,18 +1,20 @@
-"""The sweep report in W&B: `python -m lesion_lightning.report_wandb SWEEP_DIR` writes report.md (see
-`lesion_lightning.report`) and logs its table and pictures as one W&B run in the sweep's group
-(`job_type=report`, offline without credentials). `publish_report` is that sequence, also run by the
-pipeline's Hydra callback after a multirun.
+"""Write the sweep report (report.md, metrics_vs_grid.png, utility.png) and, on request, log its table and
+pictures as one W&B run in the sweep's group (`job_type=report`, offline without credentials).
+`publish_report` is that sequence, run by `python -m lesion_lightning.report` and by the pipeline's Hydra
+callback after a multirun.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
 from pathlib import Path
 
 from lesion_lightning.metrics.distribution import RELIABLE_N
-from lesion_lightning.report import PLOT, collect_runs, write_report
+from lesion_lightning.report.collect import collect_runs
+from lesion_lightning.report.curve import curve_tables, plot_curve
+from lesion_lightning.report.plots import PLOT, UTILITY_PLOT, plot_metrics, plot_utility
+from lesion_lightning.report.render import grid_label, render
+from lesion_lightning.utils.io import atomic_write_text
 from lesion_lightning.utils.wandb_utils import resolve_offline
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,23 @@ def _extra_cells(r: dict) -> list:
     ]
 
 
+def write_report(
+    sweep_dir: str | Path, out: str | Path | None = None, runs: list[dict] | None = None
+) -> Path:
+    """Write `report.md` (default SWEEP_DIR/report.md) and `metrics_vs_grid.png` beside it; return the report.
+
+    `runs` (from `collect_runs`) saves collecting again when the caller already has them."""
+    sweep_dir = Path(sweep_dir).resolve()
+    runs = collect_runs(sweep_dir) if runs is None else runs
+    out = Path(out).resolve() if out else sweep_dir / "report.md"
+    plot = plot_metrics(runs, out.parent / PLOT)
+    entries = [(grid_label(r["grid"]), r["utility"]) for r in runs]
+    # the data-budget curve; results from before the curve existed get the bar plot
+    plot_curve(entries, out.parent / UTILITY_PLOT) or plot_utility(entries, out.parent / UTILITY_PLOT)
+    atomic_write_text(out, render(runs, sweep_dir, out.parent, plot))
+    return out
+
+
 def log_report_to_wandb(
     runs: list[dict],
     sweep_dir: str | Path,
@@ -71,7 +90,7 @@ def log_report_to_wandb(
     offline: bool | str = "auto",
     group: str | None = None,
 ) -> Path:
-    """Log already-collected runs (`report.collect_runs`) as one W&B run; returns its run folder."""
+    """Log already-collected runs (`collect.collect_runs`) as one W&B run; returns its run folder."""
     import wandb
 
     sweep_dir = Path(sweep_dir).resolve()
@@ -108,6 +127,13 @@ def log_report_to_wandb(
         payload = {"report/table": table}
         if (sweep_dir / PLOT).is_file():
             payload["report/metrics_vs_grid"] = wandb.Image(str(sweep_dir / PLOT))
+        if (sweep_dir / UTILITY_PLOT).is_file():
+            payload["report/utility"] = wandb.Image(str(sweep_dir / UTILITY_PLOT))
+        for r in runs:
+            for key, columns, rows in curve_tables(r["utility"]):
+                payload[f"report/utility_curve/grid{r['grid_value']}/{key}"] = wandb.Table(
+                    columns=columns, data=rows
+                )
         for r in runs:
             for key in ("reconstructions", "samples_grid", "memorization_picture"):
                 if r[key] is not None:
@@ -119,7 +145,7 @@ def log_report_to_wandb(
 
 
 def publish_report(
-    sweep_dir: str | Path, out: str | Path | None = None, to_wandb: bool = True, group: str | None = None
+    sweep_dir: str | Path, out: str | Path | None = None, to_wandb: bool = False, group: str | None = None
 ) -> tuple[Path, Path | None]:
     """Write the report, then (to_wandb) log it; returns (report path, W&B run folder or None).
 
@@ -134,27 +160,3 @@ def publish_report(
         except Exception as err:  # W&B trouble must not hide the local report
             log.error("logging the sweep report to W&B failed: %s", err)
     return path, run_dir
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m lesion_lightning.report_wandb", description=__doc__.splitlines()[0]
-    )
-    parser.add_argument("sweep_dir", help="folder holding the pipeline run(s): searched for pipeline.json")
-    parser.add_argument("--out", default=None, help="report path (default SWEEP_DIR/report.md)")
-    parser.add_argument("--group", default=None, help="W&B group (default: the one the sweep logged into)")
-    args = parser.parse_args(argv)
-    try:
-        path, run_dir = publish_report(args.sweep_dir, args.out, group=args.group)
-    except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"report: {path}")
-    if run_dir is None:
-        return 1
-    print(f"W&B report run: {run_dir}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -9,21 +9,10 @@ import math
 from pathlib import Path
 
 from lesion_lightning.metrics.budget import BELOW, BEYOND
+from lesion_lightning.report.utility_tables import ARM_TITLES, METRIC_TITLES, markdown_table
 from lesion_lightning.utils.io import save_figure
 
-CURVE_PLOT = "utility.png"
 DASH = "—"
-CURVE_TITLES = {
-    "real": "(1) real",
-    "real_balanced": "(1b) real, balanced",
-    "real_plus_synthetic": "(2) real + synthetic",
-    "synthetic_only": "(3) synthetic only",
-}
-METRIC_TITLES = {
-    "macro_auroc": "macro AUROC (OvR)",
-    "melanoma_auroc": "melanoma-vs-rest AUROC",
-    "balanced_accuracy": "balanced accuracy",
-}
 
 
 def _num(x) -> bool:
@@ -83,7 +72,7 @@ def curve_rows(results: dict, test: str, metric: str) -> tuple[list[str], list[l
     header = [
         "real fraction",
         "n real (+ synthetic in 2)",
-        *(CURVE_TITLES[a] for a in ("real", "real_balanced", "real_plus_synthetic")),
+        *(ARM_TITLES[a] for a in ("real", "real_balanced", "real_plus_synthetic")),
         "(2) − (1)",
         "(2) − (1b)",
         "arm (2)'s synthetic images, on the (1b) curve",
@@ -124,6 +113,17 @@ def curve_rows(results: dict, test: str, metric: str) -> tuple[list[str], list[l
     return header, rows
 
 
+def curve_tables(results: dict | None) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(``<test>/<metric>``, header, rows) for every curve table of a run (W&B tables); [] without a curve."""
+    if not results or not results.get("curve"):
+        return []
+    return [
+        (f"{test}/{m}", *curve_rows(results, test, m))
+        for test in results["curve"]["tests"]
+        for m in shown_metrics(results)
+    ]
+
+
 def describe_curve(results: dict, test: str) -> str:
     curve = results["curve"]
     section = curve["tests"][test]
@@ -138,8 +138,6 @@ def describe_curve(results: dict, test: str) -> str:
 
 
 def curve_markdown(results: dict) -> list[str]:
-    from lesion_lightning.report_utility import markdown_table
-
     if not results.get("curve"):
         return []
     lines: list[str] = []
@@ -158,10 +156,10 @@ def curve_markdown(results: dict) -> list[str]:
     return lines
 
 
-def plot_curve(entries: list[tuple[str, dict]], path: Path, test: str = "test") -> Path | None:
-    """One panel per metric: metric vs real train images (log axis), a line per arm with 95 %
-    intervals, arm (3) as a dotted level; ``entries`` = (label, results) pairs. None when none has a curve."""
-    entries = [(label, r) for label, r in entries if r and r.get("curve") and test in r["curve"]["tests"]]
+def plot_curve(entries: list[tuple[str, dict]], path: Path) -> Path | None:
+    """One panel per (test set, metric): metric vs real train images (log axis), a line per arm with
+    95 % intervals, arm (3) as a dotted level; ``entries`` = (label, results) pairs. None when none has a curve."""
+    entries = [(label, r) for label, r in entries if r and r.get("curve")]
     if not entries:
         return None
     import matplotlib
@@ -170,12 +168,18 @@ def plot_curve(entries: list[tuple[str, dict]], path: Path, test: str = "test") 
     import matplotlib.pyplot as plt
 
     metrics = list(dict.fromkeys(m for _, r in entries for m in shown_metrics(r)))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.6 * len(metrics), 3.8), squeeze=False)
+    tests = list(dict.fromkeys(t for _, r in entries for t in r["curve"]["tests"]))
+    fig, axes = plt.subplots(
+        len(tests), len(metrics), figsize=(4.6 * len(metrics), 3.4 * len(tests) + 0.6), squeeze=False
+    )
     colors = {"real": "C0", "real_balanced": "C2", "real_plus_synthetic": "C1", "synthetic_only": "C3"}
     styles = ["-", "--", ":", "-."]
-    for ax, m in zip(axes[0], metrics, strict=True):
+    for (row, test), (col, m) in ((rt, cm) for rt in enumerate(tests) for cm in enumerate(metrics)):
+        ax = axes[row][col]
         for e, (label, r) in enumerate(entries):
             curve = r["curve"]
+            if test not in curve["tests"]:
+                continue
             points = curve["tests"][test]["points"]
             for arm in ("real", "real_balanced", "real_plus_synthetic"):
                 xs, ys, lo, hi = [], [], [], []
@@ -189,7 +193,7 @@ def plot_curve(entries: list[tuple[str, dict]], path: Path, test: str = "test") 
                     lo.append(p["mean"][m] - ci[0])
                     hi.append(ci[1] - p["mean"][m])
                 if xs:
-                    name = CURVE_TITLES[arm] + (f" ({label})" if len(entries) > 1 else "")
+                    name = ARM_TITLES[arm] + (f" ({label})" if len(entries) > 1 else "")
                     ax.errorbar(
                         xs,
                         ys,
@@ -208,7 +212,7 @@ def plot_curve(entries: list[tuple[str, dict]], path: Path, test: str = "test") 
                     color=colors["synthetic_only"],
                     ls=":",
                     lw=1,
-                    label=CURVE_TITLES["synthetic_only"] if e == 0 else None,
+                    label=ARM_TITLES["synthetic_only"] if e == 0 else None,
                 )
         ax.set_xscale("log")
         ax.set_xlabel("real train images (log)")
@@ -216,7 +220,7 @@ def plot_curve(entries: list[tuple[str, dict]], path: Path, test: str = "test") 
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.tight_layout(rect=(0, 0.1 / len(tests), 1, 1))
     save_figure(fig, path)
     plt.close(fig)
     return path

@@ -32,6 +32,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, Sampler
 
 from lesion_lightning.data.budget import balanced_sampler, check_fractions, nested_subsets
+from lesion_lightning.downstream.plan import added_per_class, only_per_class
 from lesion_lightning.metrics.budget import Replicates, equivalent_real, hierarchical_bootstrap
 from lesion_lightning.metrics.utility import Task
 
@@ -71,29 +72,6 @@ class BudgetSettings:
             raise ValueError(f"arms must be a non-empty subset of {ARMS}, got {self.arms}")
         if not self.seeds:
             raise ValueError("at least one seed is needed")
-
-
-def added_per_class(
-    full: Mapping[str, int], subset: Mapping[str, int], per_class: str | int
-) -> dict[str, int]:
-    """Generated images arm (2) adds to the real subset, per class."""
-    if per_class == "auto":
-        largest = max(full.values())
-        return {c: largest - subset[c] for c in full}
-    if per_class == "full":
-        return {c: full[c] - subset[c] for c in full}
-    if isinstance(per_class, int) and not isinstance(per_class, bool) and per_class >= 0:
-        return dict.fromkeys(full, per_class)
-    raise ValueError(f"synthetic_per_class must be auto, full or an integer >= 0, got {per_class!r}")
-
-
-def only_per_class(full: Mapping[str, int], per_class: str | int) -> dict[str, int]:
-    """Generated images arm (3) trains on, per class."""
-    if per_class == "match":
-        return dict(full)
-    if isinstance(per_class, int) and not isinstance(per_class, bool) and per_class > 0:
-        return dict.fromkeys(full, per_class)
-    raise ValueError(f"synthetic_only_per_class must be match or an integer > 0, got {per_class!r}")
 
 
 class Labelled(Dataset):
@@ -302,6 +280,15 @@ def summarise_test(
                     mean, ci = reps.difference(ka, kb, m)
                     row["metrics"][m] = {"mean": mean, "ci95": ci}
                 differences.append(row)
+    only = point_key(ONLY, None)
+    for ref in (REAL, BALANCED):
+        kr = point_key(ref, fractions[-1])
+        if only in points and kr in points:
+            row = {"fraction": None, "n_real": 0, "arm": ONLY, "reference": ref, "metrics": {}}
+            for m in task.metrics:
+                mean, ci = reps.difference(only, kr, m)
+                row["metrics"][m] = {"mean": mean, "ci95": ci}
+            differences.append(row)
     equivalent: list[dict] = []
     curve_keys = [point_key(REFERENCE_CURVE, f) for f in fractions]
     if all(k in points for k in curve_keys):
@@ -361,9 +348,10 @@ def run_curve(
     digest_base: Mapping | None = None,
     hook: HookFn | None = None,
     device: str | torch.device = "cpu",
-) -> tuple[dict, dict[str, list[dict]]]:
+) -> tuple[dict, dict[str, list[dict]], dict[str, dict[str, list[Tensor]]]]:
     """Plan, train and summarise the curve. ``tests[name] = (dataset, labels)``; returns the
-    ``curve`` section of metrics.json and the hooks' extras per point key."""
+    ``curve`` section of metrics.json, the hooks' extras per point key and the test probabilities
+    (``probs[test][key]``, one tensor per seed)."""
     plans, info = plan_points(real_train, pools, class_names, settings)
     probs, extras = train_points(
         plans, {t: d for t, (d, _) in tests.items()}, settings, fit, predict, cache_dir, digest_base, hook
@@ -386,4 +374,4 @@ def run_curve(
             for t, (_, labels) in tests.items()
         },
     }
-    return curve, extras
+    return curve, extras, probs
