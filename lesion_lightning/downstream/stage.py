@@ -31,9 +31,8 @@ from lesion_lightning.metrics.utility import NOISY_CLASS_SIZE, Task, class_fidel
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.modules.classifier_module import predict_proba
 from lesion_lightning.modules.classifier_training import train_classifier
-from lesion_lightning.report.curve import plot_curve
+from lesion_lightning.report.curve import plot_curve, utility_report_markdown
 from lesion_lightning.report.plots import UTILITY_PLOT
-from lesion_lightning.report.utility_tables import utility_markdown
 from lesion_lightning.utils.config import plain_settings
 from lesion_lightning.utils.io import atomic_write_json, atomic_write_text
 from lesion_lightning.utils.runtime import pick_device
@@ -261,7 +260,7 @@ def run_utility(cfg: DictConfig) -> dict:
     }
     results["metrics"] = flat_metrics(results)
     atomic_write_json(out_dir / "metrics.json", results)
-    table = "\n".join(utility_markdown(results)) + "\n"
+    table = "\n".join(utility_report_markdown(results)) + "\n"
     atomic_write_text(out_dir / "table.md", table)
     plot_curve([("this run", results)], out_dir / UTILITY_PLOT)
     print("\n## Downstream utility: do the generated lesions help?\n\n" + table)

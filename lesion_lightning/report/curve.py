@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 
 from lesion_lightning.metrics.budget import BELOW, BEYOND
-from lesion_lightning.report.utility_tables import ARM_TITLES, METRIC_TITLES, markdown_table
+from lesion_lightning.report.utility_tables import ARM_TITLES, METRIC_TITLES, markdown_table, utility_markdown
 from lesion_lightning.utils.io import save_figure
 
 DASH = "—"
@@ -154,6 +154,11 @@ def curve_markdown(results: dict) -> list[str]:
                     "identifiable here.",
                 ]
     return lines
+
+
+def utility_report_markdown(results: dict) -> list[str]:
+    """Everything the stage prints and the sweep report shows: the arms table, fidelity, notes, the curve."""
+    return utility_markdown(results) + curve_markdown(results)
 
 
 def plot_curve(entries: list[tuple[str, dict]], path: Path) -> Path | None:

@@ -110,7 +110,8 @@ def describe(results: dict) -> str:
 
 
 def utility_markdown(results: dict) -> list[str]:
-    """The stage's tables as markdown lines (used by the console output and the sweep report)."""
+    """The arms table (full split), class fidelity and notes as markdown lines; the data-budget curve's
+    tables follow them in report.curve.utility_report_markdown (the console output and the sweep report)."""
     lines = [describe(results), ""]
     lines += markdown_table(*utility_rows(results))
     fidelity = fidelity_rows(results)
@@ -122,9 +123,6 @@ def utility_markdown(results: dict) -> list[str]:
             "",
         ]
         lines += markdown_table(*fidelity)
-    from lesion_lightning.report.curve import curve_markdown
-
-    lines += curve_markdown(results)
     for note in results.get("notes") or []:
         lines += ["", f"**Note:** {note}"]
     return lines
