@@ -16,17 +16,20 @@ from lesion_lightning.utils.wandb_utils import finish_wandb
 
 
 def flat_metrics(results: dict) -> dict[str, float]:
-    """``utility/<arm>/<metric>`` seed-means, ``utility/diff_<arm>/<metric>``, ``utility/fidelity/<class>``."""
+    """``utility/<arm>/<metric>`` seed-means (full split), ``utility/diff_<arm>/<metric>`` (minus arm 1),
+    ``utility/diff_<arm>_vs_<ref>/<metric>``, the curve's (:func:`curve_metrics`), ``utility/fidelity/<class>``."""
     flat = {}
     for arm, entry in results["arms"].items():
         for m, v in entry["mean"].items():
             if v is not None:
                 flat[f"utility/{arm}/{m}"] = float(v)
     for name, diff in results["differences"].items():
-        arm = name.split(" - ")[0]
+        arm, ref = name.split(" - ")
+        # `diff_<arm>` is the difference to arm (1); other references are named
+        prefix = f"utility/diff_{arm}" if ref == "real" else f"utility/diff_{arm}_vs_{ref}"
         for m, d in diff.items():
             if d["mean"] is not None:
-                flat[f"utility/diff_{arm}/{m}"] = float(d["mean"])
+                flat[f"{prefix}/{m}"] = float(d["mean"])
     flat.update(curve_metrics(results.get("curve")))
     for c, e in results["fidelity"].items():
         if e.get("generated_accuracy") is not None:

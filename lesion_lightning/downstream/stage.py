@@ -99,7 +99,12 @@ def load_inputs(cfg: DictConfig) -> Inputs:
 
 
 def build_pools(
-    pool: dict[str, list[Path]], class_names: list[str], per_seed: int, copies: int, transform, size: int
+    pool: dict[str, list[Path]],
+    class_names: list[str],
+    per_seed: dict[str, int],
+    copies: int,
+    transform,
+    size: int,
 ) -> list[GeneratedImages]:
     """``copies`` disjoint pools of ``per_seed`` images per class (one per seed, or one shared)."""
     out = []
