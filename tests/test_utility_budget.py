@@ -191,3 +191,30 @@ def test_censored_interval_keeps_infinite_replicates() -> None:
     assert Interval.censored(reps).to_json() == [3.0, math.inf]
     assert Interval.censored(np.arange(1001.0)).to_json() == [25.0, 975.0]
     assert Interval.censored(np.array([-math.inf] * 10 + [5.0] * 990)).low == 5.0
+
+
+def test_external_test_set_maps_labels_to_the_task_and_counts_what_it_drops(tmp_path) -> None:
+    from types import SimpleNamespace
+
+    from lesion_lightning.data.datamodule import LesionDataModule
+    from lesion_lightning.downstream.external import external_test_set
+
+    root = tmp_path / "external"
+    LesionDataModule(
+        root=str(root), image_size=48, synthetic={"num_images": 12, "image_size": 48, "seed": 3}
+    ).prepare_data()
+    hp = SimpleNamespace(image_size=32, resize="squash", normalization="minmax")
+    both, info = external_test_set(root, hp, ["nevus", "melanoma"], tmp_path / "cache")
+    assert info["n"] == len(both) == 12 and info["dropped"] == {}
+    assert both[0]["image"].shape == (3, 32, 32)  # preprocessed like the real data, not at its own 48 px
+    nevi, info = external_test_set(root, hp, ["melanoma", "nevus"][1:], tmp_path / "cache")
+    assert set(nevi.labels.tolist()) == {0} and info["n"] + info["dropped"]["melanoma"] == 12
+    assert info["class_counts"] == {"nevus": info["n"]}
+    # labels follow the task's order, not the folder's
+    swapped, _ = external_test_set(root, hp, ["melanoma", "nevus"], tmp_path / "cache")
+    flipped, _ = external_test_set(root, hp, ["nevus", "melanoma"], tmp_path / "cache")
+    assert (swapped.labels == 1 - flipped.labels).all()
+    with pytest.raises(ValueError, match="no image of the task's classes"):
+        external_test_set(root, hp, ["vascular"], tmp_path / "cache")
+    with pytest.raises(FileNotFoundError, match="external_test"):
+        external_test_set(tmp_path / "missing", hp, ["nevus"], tmp_path / "cache")
