@@ -218,3 +218,35 @@ def test_external_test_set_maps_labels_to_the_task_and_counts_what_it_drops(tmp_
         external_test_set(root, hp, ["vascular"], tmp_path / "cache")
     with pytest.raises(FileNotFoundError, match="external_test"):
         external_test_set(tmp_path / "missing", hp, ["nevus"], tmp_path / "cache")
+
+
+def test_fresh_synthetic_sets_per_seed_are_disjoint_and_used_by_their_seed(tmp_path) -> None:
+    """resample_synthetic_per_seed: the stage generates seeds x the per-seed need and cuts it into one
+    pool per seed; arm (2) and arm (3) of seed k draw only from pool k."""
+    from lesion_lightning.data.transforms import ImageTransform
+    from lesion_lightning.downstream.curve import ONLY, PLUS, BudgetSettings, plan_points
+    from lesion_lightning.downstream.plan import samples_needed
+    from lesion_lightning.downstream.stage import build_pools
+
+    names = ["nevus", "melanoma"]
+    real = type("Real", (), {"labels": np.array([0] * 12 + [1] * 4), "ids": [f"r{i}" for i in range(16)]})()
+    settings = BudgetSettings(fractions=(0.5, 1.0), seeds=(0, 1, 2), synthetic_per_class="auto")
+    per_seed, planned = samples_needed({"nevus": 12, "melanoma": 4}, settings)
+    # auto at 0.5: nevus 12 - 6, melanoma 12 - 2; arm (3) matches the full split (12, 4)
+    assert per_seed == {"nevus": 12, "melanoma": 10} and planned["real_plus_synthetic"]["0.5"] == {
+        "nevus": 6,
+        "melanoma": 10,
+    }
+    files = {c: [tmp_path / f"{c}_{i}.png" for i in range(3 * n)] for c, n in per_seed.items()}
+    pools = build_pools(files, names, per_seed, 3, ImageTransform(None, "minmax"), 32)
+    seen = [set(map(str, p.files)) for p in pools]
+    assert all(len(s) == 22 for s in seen) and not (
+        seen[0] & seen[1] or seen[1] & seen[2] or seen[0] & seen[2]
+    )
+    plans, _ = plan_points(real, pools, names, settings)
+    for plan in plans:
+        if plan.arm in (PLUS, ONLY):
+            for k in range(3):
+                assert set(plan.synthetic[k].identity()) <= seen[k], (plan.key, k)
+    plus = next(p for p in plans if p.key == f"{PLUS}@0.5")
+    assert plus.sizes(0) == {"real": 8, "synthetic": 16}
