@@ -97,6 +97,7 @@ def test_oracle_generator_is_worth_the_real_images_it_adds(curves) -> None:
     f = FRACTIONS[0]
     eq = _at(curve, PLUS, f)["metrics"]["macro_auroc"]
     target = eq["n_real"] + eq["added"]
+    print("oracle", json.dumps(eq))
     assert eq["added"] == 2 * curves["add"]
     assert covers(eq["equivalent_real_ci"], target), json.dumps(eq)
     assert covers(eq["worth_ci"], eq["added"]), json.dumps(eq)
@@ -110,6 +111,7 @@ def test_useless_generator_is_worth_about_nothing(curves) -> None:
     f = FRACTIONS[0]
     eq = _at(curve, PLUS, f)["metrics"]["macro_auroc"]
     lo = eq["worth_ci"][0]
+    print("useless", json.dumps(eq))
     assert lo == "below the curve" or lo <= 0, json.dumps(eq)
     # the balanced curve is the same training runs as the oracle's (same subsets, seeds: cached digests)
     a = curve["points"][f"{BALANCED}@{f:g}"]["per_seed"]
@@ -147,5 +149,6 @@ def test_duplicated_minority_images_are_rebalancing_not_new_data(tmp_path: Path)
     }
     assert curve["tests"]["test"]["points"][f"{PLUS}@1"]["train_size"] == {"real": 66, "synthetic": 54}
     plus_real, plus_balanced = rows[(PLUS, REAL)], rows[(PLUS, BALANCED)]
+    print("confound", json.dumps({"(2)-(1)": plus_real, "(2)-(1b)": plus_balanced}))
     assert plus_real["mean"] > 0, rows  # the confound is there to be caught
     assert plus_balanced["ci95"][0] <= 0, rows  # and the balanced control catches it
