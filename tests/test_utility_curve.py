@@ -151,4 +151,4 @@ def test_duplicated_minority_images_are_rebalancing_not_new_data(tmp_path: Path)
     plus_real, plus_balanced = rows[(PLUS, REAL)], rows[(PLUS, BALANCED)]
     print("confound", json.dumps({"(2)-(1)": plus_real, "(2)-(1b)": plus_balanced}))
     assert plus_real["mean"] > 0, rows  # the confound is there to be caught
-    assert plus_balanced["ci95"][0] <= 0, rows  # and the balanced control catches it
+    assert plus_balanced["mean_ci"][0] <= 0, rows  # and the balanced control catches it

@@ -245,7 +245,7 @@ def _entry(reps: Replicates, key: str, task: Task) -> dict:
     return {
         "mean": {m: reps.point[key][m] for m in task.metrics},
         "sd": {m: reps.sd(key, m) for m in task.metrics},
-        "ci95": {m: reps.interval(key, m) for m in task.metrics},
+        "mean_ci": {m: reps.interval(key, m) for m in task.metrics},
         "per_seed": reps.per_seed[key],
     }
 
@@ -278,7 +278,7 @@ def summarise_test(
                 row: dict = {"fraction": f, "n_real": n_real[f], "arm": a, "reference": b, "metrics": {}}
                 for m in task.metrics:
                     mean, ci = reps.difference(ka, kb, m)
-                    row["metrics"][m] = {"mean": mean, "ci95": ci}
+                    row["metrics"][m] = {"mean": mean, "mean_ci": ci}
                 differences.append(row)
     only = point_key(ONLY, None)
     for ref in (REAL, BALANCED):
@@ -287,7 +287,7 @@ def summarise_test(
             row = {"fraction": None, "n_real": 0, "arm": ONLY, "reference": ref, "metrics": {}}
             for m in task.metrics:
                 mean, ci = reps.difference(only, kr, m)
-                row["metrics"][m] = {"mean": mean, "ci95": ci}
+                row["metrics"][m] = {"mean": mean, "mean_ci": ci}
             differences.append(row)
     equivalent: list[dict] = []
     curve_keys = [point_key(REFERENCE_CURVE, f) for f in fractions]

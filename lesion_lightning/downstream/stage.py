@@ -281,7 +281,7 @@ def full_budget_view(section: dict, full: float) -> tuple[dict, dict]:
     for arm in (REAL, BALANCED, PLUS, ONLY):
         key = point_key(arm, None if arm == ONLY else full)
         if key in points:
-            arms[arm] = {k: points[key][k] for k in ("mean", "sd", "ci95", "per_seed", "train_size")}
+            arms[arm] = {k: points[key][k] for k in ("mean", "sd", "mean_ci", "per_seed", "train_size")}
     differences = {}
     for row in section["differences"]:
         if row["fraction"] in (full, None):

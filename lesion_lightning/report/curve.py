@@ -28,11 +28,12 @@ def _cell(mean, ci=None, signed: bool = False) -> str:
     return text
 
 
-def _count(x, budgets: list[int]) -> str:
+def _count(x, budgets: list[int], offset: int = 0) -> str:
+    """A stored equivalent (offset 0) or worth (offset = the real images arm (2) had) as text."""
     if x == BEYOND:
-        return f"> {max(budgets)}"
+        return f"> {max(budgets) - offset}"
     if x == BELOW:
-        return f"< {min(budgets)}"
+        return f"< {min(budgets) - offset}"
     return f"{x:.0f}" if _num(x) else DASH
 
 
@@ -40,8 +41,8 @@ def worth_cell(eq: dict | None) -> str:
     """'worth ≈ N real images [lo, hi] (x % of the A added)', or beyond / below the curve."""
     if not eq:
         return DASH
-    budgets = eq["curve_budgets"]
-    lo, hi = (_count(v, budgets) if isinstance(v, str) else _count(v, budgets) for v in eq["worth_ci"])
+    budgets, own = eq["curve_budgets"], eq["n_real"]
+    lo, hi = (_count(v, budgets, own) for v in eq["worth_ci"])
     ci = f" [{lo}, {hi}]"
     if eq["status"] == BEYOND:
         return f"beyond the curve (more than the {max(budgets)} real images of the full curve){ci}"
@@ -82,7 +83,7 @@ def curve_rows(results: dict, test: str, metric: str) -> tuple[list[str], list[l
         cells = []
         for arm in ("real", "real_balanced", "real_plus_synthetic"):
             p = points.get(f"{arm}@{f:g}")
-            cells.append(_cell(p["mean"][metric], p["ci95"][metric]) if p else DASH)
+            cells.append(_cell(p["mean"][metric], p["mean_ci"][metric]) if p else DASH)
         plus = points.get(f"real_plus_synthetic@{f:g}")
         added = plus["train_size"]["synthetic"] if plus else 0
         d = [diffs.get((f, "real_plus_synthetic", ref)) for ref in ("real", "real_balanced")]
@@ -91,7 +92,7 @@ def curve_rows(results: dict, test: str, metric: str) -> tuple[list[str], list[l
                 f"{f:g}",
                 f"{n} (+ {added})" if plus else str(n),
                 *cells,
-                *(_cell(x["mean"], x["ci95"], signed=True) if x else DASH for x in d),
+                *(_cell(x["mean"], x["mean_ci"], signed=True) if x else DASH for x in d),
                 worth_cell(worth.get(f)),
             ]
         )
@@ -104,7 +105,7 @@ def curve_rows(results: dict, test: str, metric: str) -> tuple[list[str], list[l
                 f"0 (+ {size['synthetic']})",
                 DASH,
                 DASH,
-                _cell(only["mean"][metric], only["ci95"][metric]),
+                _cell(only["mean"][metric], only["mean_ci"][metric]),
                 DASH,
                 DASH,
                 worth_cell(worth.get(None)),
@@ -141,18 +142,11 @@ def curve_markdown(results: dict) -> list[str]:
     if not results.get("curve"):
         return []
     lines: list[str] = []
-    for test, section in results["curve"]["tests"].items():
+    for test in results["curve"]["tests"]:
         lines += ["", describe_curve(results, test)]
         for m in shown_metrics(results):
             lines += ["", f"*{METRIC_TITLES.get(m, m)}*", ""]
             lines += markdown_table(*curve_rows(results, test, m))
-            if section.get("flat_reference", {}).get(m):
-                lines += [
-                    "",
-                    f"**Note:** the (1b) curve is flat on {m} (its smallest budget already scores inside the "
-                    'full budget\'s interval): the task is too easy at every fraction, so "worth" is not '
-                    "identifiable here.",
-                ]
     return lines
 
 
@@ -192,7 +186,7 @@ def plot_curve(entries: list[tuple[str, dict]], path: Path) -> Path | None:
                     p = points.get(f"{arm}@{f:g}")
                     if not p or not _num(p["mean"].get(m)):
                         continue
-                    ci = p["ci95"].get(m) or [p["mean"][m]] * 2
+                    ci = p["mean_ci"].get(m) or [p["mean"][m]] * 2
                     xs.append(n)
                     ys.append(p["mean"][m])
                     lo.append(p["mean"][m] - ci[0])
@@ -220,7 +214,10 @@ def plot_curve(entries: list[tuple[str, dict]], path: Path) -> Path | None:
                     label=ARM_TITLES["synthetic_only"] if e == 0 else None,
                 )
         ax.set_xscale("log")
-        ax.set_xlabel("real train images (log)")
+        budgets = sorted({n for _, r in entries for n in r["curve"]["n_real"]})
+        ax.set_xticks(budgets, [str(n) for n in budgets])  # the measured budgets, not powers of ten
+        ax.minorticks_off()
+        ax.set_xlabel("real train images (log axis)")
         ax.set_title(f"{METRIC_TITLES.get(m, m)} ({test})", fontsize=10)
         ax.grid(alpha=0.3, which="both")
     handles, labels = axes[0][0].get_legend_handles_labels()
