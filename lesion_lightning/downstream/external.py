@@ -53,6 +53,8 @@ def external_test_set(
             f"(it has {dict(dropped)}); pass a folder with lesions of those classes"
         )
     data = Labelled(every, keep)
+    # task-indexed labels for scoring (the items' own "label" keys index the folder's classes; the
+    # stage only takes images from them)
     data.labels = np.asarray(labels, dtype=np.int64)
     counts = Counter(class_names[k] for k in labels)
     info = {

@@ -304,8 +304,9 @@ def _notes(cfg, test_counts, section, pool, needed, class_names, settings, exter
     if flat:
         notes.append(
             f"the (1b) curve is flat on {flat}: even the smallest real fraction ({min(settings.fractions):g}) "
-            "scores inside the full split's interval, so the task is too easy here to say what generated "
-            "images are worth in real images"
+            "scores inside the full split's interval: either the task is too easy at every fraction or the "
+            "classifiers gain nothing from more real images (too few steps), and what generated images "
+            "are worth in real images is not identifiable here"
         )
     if len(settings.seeds) < 3:
         notes.append(f"{len(settings.seeds)} seed(s): the intervals' seed level is coarse (see README)")
