@@ -35,6 +35,7 @@ from lesion_lightning.report.curve import plot_curve, utility_report_markdown
 from lesion_lightning.report.plots import UTILITY_PLOT
 from lesion_lightning.utils.config import plain_settings
 from lesion_lightning.utils.io import atomic_write_json, atomic_write_text
+from lesion_lightning.utils.labels import Classes
 from lesion_lightning.utils.runtime import pick_device
 
 log = logging.getLogger(__name__)
@@ -90,11 +91,8 @@ def load_inputs(cfg: DictConfig) -> Inputs:
         skipped = f"the data has one class ({class_names}): there is nothing to classify"
     elif not pixelcnn.conditional:
         skipped = "the PixelCNN is unconditional: its samples carry no class (train with num_classes > 0)"
-    elif prior.class_names != class_names:
-        raise ValueError(
-            f"the PixelCNN was trained on classes {prior.class_names}, the VQ-VAE's data "
-            f"has {class_names}: pass checkpoints from the same pipeline run"
-        )
+    else:
+        Classes.of(prior.class_names).require_same(class_names)
     return Inputs(dm, class_names, vqvae_ckpt.fingerprint, base, skipped)
 
 
