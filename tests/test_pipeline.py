@@ -41,6 +41,7 @@ TINY = [
     "utility.synthetic_per_class=2",
     "utility.synthetic_only_per_class=2",
     "utility.bootstrap.num_resamples=20",
+    "utility.real_fractions=[0.5,1.0]",
 ]
 
 

@@ -14,10 +14,10 @@ import torch.nn.functional as F
 from clihelpers import CONF
 from omegaconf import OmegaConf
 
-from lesion_lightning.modules.ema import EMA, warmed_ema_decay
 from lesion_lightning.data.indices import IndexDataModule, IndexDataset, IndexManifest
 from lesion_lightning.data.views import VIEW_NAMES, apply_view, augment_has_orientation, resolve_train_views
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
+from lesion_lightning.modules.ema import EMA, warmed_ema_decay
 from lesion_lightning.modules.pixelcnn_module import PixelCNNModule
 
 

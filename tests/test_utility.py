@@ -16,7 +16,7 @@ from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.data.generated import GeneratedImages, read_labelled_samples
 from lesion_lightning.data.synthetic import render_lesion
 from lesion_lightning.data.transforms import ImageTransform
-from lesion_lightning.downstream.plan import synthetic_plan
+from lesion_lightning.downstream.plan import added_per_class, only_per_class
 from lesion_lightning.metrics.utility import Task, compare_arms, score
 from lesion_lightning.modules.checkpoints import load_classifier
 from lesion_lightning.modules.classifier_module import predict_proba
@@ -32,12 +32,16 @@ TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
 
 def test_plan_tops_classes_up_to_the_largest_and_matches_real_counts() -> None:
-    added, only = synthetic_plan({"nevus": 80, "melanoma": 20}, "auto", "match")
-    assert added == {"nevus": 0, "melanoma": 60} and only == {"nevus": 80, "melanoma": 20}
-    added, only = synthetic_plan({"nevus": 80, "melanoma": 20}, 5, 7)
-    assert added == {"nevus": 5, "melanoma": 5} and only == {"nevus": 7, "melanoma": 7}
+    full, subset = {"nevus": 80, "melanoma": 20}, {"nevus": 8, "melanoma": 2}
+    assert added_per_class(full, full, "auto") == {"nevus": 0, "melanoma": 60}
+    assert added_per_class(full, subset, "auto") == {"nevus": 72, "melanoma": 78}
+    assert added_per_class(full, subset, "full") == {"nevus": 72, "melanoma": 18}
+    assert added_per_class(full, subset, 5) == {"nevus": 5, "melanoma": 5}
+    assert only_per_class(full, "match") == full and only_per_class(full, 7) == {"nevus": 7, "melanoma": 7}
     with pytest.raises(ValueError, match="synthetic_per_class"):
-        synthetic_plan({"nevus": 1, "melanoma": 1}, "lots", "match")
+        added_per_class(full, full, "lots")
+    with pytest.raises(ValueError, match="synthetic_only_per_class"):
+        only_per_class(full, 0)
 
 
 def test_paired_bootstrap_pairs_test_images() -> None:
@@ -133,6 +137,10 @@ def test_label_shuffled_prior_scores_chance_while_a_correct_one_does_not(tmp_pat
 @pytest.mark.slow
 def test_utility_cli_on_the_chain(chain, tmp_path: Path) -> None:
     run = tmp_path / "run"
+    external = tmp_path / "external"  # another synthetic-lesion folder, 48 px: resized to the data's 32
+    LesionDataModule(
+        root=str(external), image_size=48, synthetic={"num_images": 12, "image_size": 48, "seed": 9}
+    ).prepare_data()
     args = [
         f"vqvae_ckpt={chain['vqvae']}",
         f"pixelcnn_ckpt={chain['pixelcnn']}",
@@ -145,14 +153,28 @@ def test_utility_cli_on_the_chain(chain, tmp_path: Path) -> None:
         "seeds=2",
         "bootstrap.num_resamples=20",
         "synthetic_per_class=3",
+        "real_fractions=[0.5,1.0]",
+        f"external_test={external}",
         "logger=csv",
         "hydra.run.dir=utility_run",
     ]
     proc = run_cli("lesion_lightning.utility", *args, cwd=tmp_path)
-    assert "Downstream utility" in proc.stdout and "(2) − (1)" in proc.stdout
+    assert "Downstream utility" in proc.stdout and "(2) − (1b)" in proc.stdout
+    assert "Data-budget curve" in proc.stdout and "on the (1b) curve" in proc.stdout
     out = run / "utility"
     res = json.loads((out / "metrics.json").read_text())
-    assert list(res["arms"]) == ["real", "real_plus_synthetic", "synthetic_only"]
+    assert list(res["arms"]) == ["real", "real_balanced", "real_plus_synthetic", "synthetic_only"]
+    curve = res["curve"]
+    assert curve["fractions"] == [0.5, 1.0] and set(curve["tests"]) == {"test", "external"}
+    assert curve["n_real"][0] < curve["n_real"][1] == res["arms"]["real"]["train_size"]["real"]
+    ext = res["external_test"]
+    assert ext["n"] + sum(ext["dropped"].values()) == 12 and curve["tests"]["external"]["n"] == ext["n"]
+    for section in curve["tests"].values():
+        assert {
+            f"{a}@{f:g}" for a in ("real", "real_balanced", "real_plus_synthetic") for f in (0.5, 1.0)
+        } < set(section["points"])
+        assert [r["fraction"] for r in section["equivalent_real"]] == [0.5, 1.0, None]
+    assert "utility/curve/test/real_balanced@0.5/macro_auroc" in res["metrics"]
     assert res["seeds"] == [0, 1] and sorted(res["task"]["class_names"]) == ["melanoma", "nevus"]
     assert res["arms"]["real_plus_synthetic"]["train_size"]["synthetic"] == 6
     assert len(res["arms"]["real"]["per_seed"]) == 2

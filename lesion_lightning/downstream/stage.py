@@ -1,36 +1,45 @@
-"""The utility stage: train and score every arm and seed, compare them on the real test split, write
-metrics.json, table.md and utility.png."""
+"""The utility stage: the data-budget curve (arms 1, 1b, 2 at every real fraction, arm 3), scored on the
+real test split (and ``external_test``), with class fidelity; writes metrics.json, table.md and utility.png."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import ConcatDataset, DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from lesion_lightning.data.generated import GeneratedImages
 from lesion_lightning.data.transforms import ImageTransform, build_augment
-from lesion_lightning.downstream.plan import ARMS, REFERENCE, _class_counts, synthetic_plan
+from lesion_lightning.downstream.curve import (
+    BALANCED,
+    ONLY,
+    PLUS,
+    REAL,
+    BudgetSettings,
+    TrainPlan,
+    point_key,
+    run_curve,
+)
+from lesion_lightning.downstream.plan import class_counts, samples_needed
 from lesion_lightning.downstream.results import flat_metrics, log_results
 from lesion_lightning.downstream.samples import gather_samples
-from lesion_lightning.metrics.utility import NOISY_CLASS_SIZE, Task, class_fidelity, compare_arms
+from lesion_lightning.metrics.utility import NOISY_CLASS_SIZE, Task, class_fidelity
 from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
 from lesion_lightning.modules.classifier_module import predict_proba
 from lesion_lightning.modules.classifier_training import train_classifier
-from lesion_lightning.report.plots import UTILITY_PLOT, plot_utility
-from lesion_lightning.report.utility_tables import utility_markdown
+from lesion_lightning.report.curve import plot_curve, utility_report_markdown
+from lesion_lightning.report.plots import UTILITY_PLOT
 from lesion_lightning.utils.config import plain_settings
-from lesion_lightning.utils.io import atomic_write, atomic_write_json, atomic_write_text
+from lesion_lightning.utils.io import atomic_write_json, atomic_write_text
 from lesion_lightning.utils.labels import Classes
 from lesion_lightning.utils.runtime import pick_device
 
 log = logging.getLogger(__name__)
+EXTERNAL = "external"
 
 
 def _images(dataset: Dataset, batch_size: int, num_workers: int):
@@ -38,297 +47,267 @@ def _images(dataset: Dataset, batch_size: int, num_workers: int):
     return (batch["image"] for batch in loader)
 
 
-def _digest(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def check_settings(cfg: DictConfig) -> BudgetSettings:
+    for key in ("steps", "batch_size", "seeds"):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ValueError(f"{key} must be an integer >= 1, got {cfg[key]!r}")
+    fractions = OmegaConf.to_container(cfg.real_fractions, resolve=True) if cfg.real_fractions else None
+    return BudgetSettings(
+        fractions=tuple(fractions or ()),
+        seeds=tuple(int(cfg.seed) + k for k in range(int(cfg.seeds))),
+        subset_seed=int(cfg.real_subset_seed),
+        synthetic_per_class=cfg.synthetic_per_class,
+        synthetic_only_per_class=cfg.synthetic_only_per_class,
+        resample_synthetic_per_seed=bool(cfg.resample_synthetic_per_seed),
+        num_resamples=int(cfg.bootstrap.num_resamples),
+        bootstrap_seed=int(cfg.bootstrap.seed),
+    )
 
 
 @dataclass
-class Plan:
-    """What the arms train and are tested on: the real splits, the labelled samples, the datasets."""
+class Inputs:
+    """The checkpoints' data module and task, or why the stage has nothing to do."""
 
+    dm: object | None
     class_names: list[str]
-    task: Task
-    real_test: Dataset
-    train_counts: dict[str, int]
-    test_counts: dict[str, int]
-    added: dict[str, int]
-    only: dict[str, int]
-    needed: dict[str, int]
-    pool: dict[str, list[Path]]
-    sample_info: dict
-    arm_data: dict[str, tuple[Dataset | None, GeneratedImages | None]]
-    fidelity_set: GeneratedImages
-    normalization: str
-    image_size: int
-    num_workers: int
+    vqvae_fingerprint: str
+    base: dict
+    skipped: str | None
 
 
-@dataclass
-class ArmRuns:
-    """Every (arm, seed)'s test probabilities, the reference arm's on the generated samples, and what
-    each arm trained on."""
-
-    test_probs: dict[str, list[torch.Tensor]] = field(default_factory=lambda: {a: [] for a in ARMS})
-    fid_probs: list[torch.Tensor] = field(default_factory=list)
-    arms_info: dict = field(default_factory=dict)
-    classifiers: list[str] = field(default_factory=list)
-
-
-def run_utility(cfg: DictConfig) -> dict:
-    """Train and score every arm and seed; write metrics.json, table.md, utility.png into cfg.out_dir."""
-    start = time.perf_counter()
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _validate(cfg)
+def load_inputs(cfg: DictConfig) -> Inputs:
     prior, vqvae_ckpt = PriorCheckpoint(cfg.pixelcnn_ckpt), VQVAECheckpoint(cfg.vqvae_ckpt)
     prior.check_pair(vqvae_ckpt)
+    pixelcnn = prior.load_module("cpu")
     dm = vqvae_ckpt.build_datamodule(OmegaConf.to_container(cfg.get("data") or {}, resolve=True))
+    class_names = list(dm.class_names)
     base = {
         "vqvae_ckpt": str(Path(cfg.vqvae_ckpt).resolve()),
         "pixelcnn_ckpt": str(Path(cfg.pixelcnn_ckpt).resolve()),
         "settings": plain_settings(cfg),
     }
-    skipped = _why_skipped(prior, list(dm.class_names))
-    if skipped:
-        results = {**base, "skipped": skipped}
+    skipped = None
+    if len(class_names) < 2:
+        skipped = f"the data has one class ({class_names}): there is nothing to classify"
+    elif not pixelcnn.conditional:
+        skipped = "the PixelCNN is unconditional: its samples carry no class (train with num_classes > 0)"
+    else:
+        Classes.of(prior.class_names).require_same(class_names)
+    return Inputs(dm, class_names, vqvae_ckpt.fingerprint, base, skipped)
+
+
+def build_pools(
+    pool: dict[str, list[Path]],
+    class_names: list[str],
+    per_seed: dict[str, int],
+    copies: int,
+    transform,
+    size: int,
+) -> list[GeneratedImages]:
+    """``copies`` disjoint pools of ``per_seed`` images per class (one per seed, or one shared)."""
+    out = []
+    for k in range(copies):
+        files, labels = [], []
+        for i, c in enumerate(class_names):
+            chunk = pool[c][k * per_seed[c] : (k + 1) * per_seed[c]]
+            files += chunk
+            labels += [i] * len(chunk)
+        out.append(GeneratedImages(files, labels, transform, image_size=size))
+    return out
+
+
+def run_utility(cfg: DictConfig) -> dict:
+    """Train and score every arm, fraction and seed; write metrics.json, table.md, utility.png into cfg.out_dir."""
+    start = time.perf_counter()
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = check_settings(cfg)
+    inputs = load_inputs(cfg)
+    if inputs.skipped:
+        results = {**inputs.base, "skipped": inputs.skipped}
         atomic_write_json(out_dir / "metrics.json", results)
-        print(f"utility skipped: {skipped}")
+        print(f"utility skipped: {inputs.skipped}")
         return results
-    plan = plan_arms(cfg, dm, out_dir, vqvae_ckpt.fingerprint)
-    runs = train_arms(cfg, plan, out_dir, vqvae_ckpt.fingerprint)
-    comparison, fidelity = compare(cfg, plan, runs)
+    dm, class_names = inputs.dm, inputs.class_names
+    task = Task(tuple(class_names))
+    hp = dm.hparams
+    num_workers = int(hp.num_workers if cfg.num_workers is None else cfg.num_workers)
+    real_train = dm.split_dataset("train", augment=True)
+    real_test = dm.split_dataset(cfg.split, augment=False)
+    train_counts = class_counts(real_train.labels, class_names)
+    test_counts = class_counts(real_test.labels, class_names)
+    if min(train_counts.values()) == 0:
+        raise ValueError(f"the train split lacks a class ({train_counts}); the classifiers cannot learn it")
+
+    # ---- generated images: one pool per seed (resample_synthetic_per_seed) or one shared
+    per_seed, planned = samples_needed(train_counts, settings)
+    copies = len(settings.seeds) if settings.resample_synthetic_per_seed else 1
+    needed = {c: n * copies for c, n in per_seed.items()}
+    pool, sample_info = gather_samples(cfg, class_names, needed, out_dir, inputs.vqvae_fingerprint)
+    train_tf = ImageTransform(build_augment(hp.augment), hp.normalization)
+    size = int(hp.image_size)
+    pools = build_pools(pool, class_names, per_seed, copies, train_tf, size)
+    fidelity_set = build_pools(pool, class_names, per_seed, 1, ImageTransform(None, hp.normalization), size)[
+        0
+    ]
+
+    # ---- test sets: the real split, and the external folder if given
+    tests = {cfg.split: (real_test, torch.as_tensor(real_test.labels, dtype=torch.long))}
+    external_info = None
+    if cfg.external_test:
+        from lesion_lightning.downstream.external import external_test_set
+
+        ext, external_info = external_test_set(cfg.external_test, hp, class_names, out_dir / "external_cache")
+        tests[EXTERNAL] = (ext, torch.as_tensor(ext.labels, dtype=torch.long))
+
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    full = max(settings.fractions)
+
+    def fit(dataset, sampler, seed: int, name: str):
+        """(model, trainer): the trainer saves arm (1)'s classifiers in the hook."""
+        return train_classifier(
+            dataset,
+            cfg.model,
+            class_names,
+            hp.normalization,
+            size,
+            cfg.steps,
+            cfg.batch_size,
+            seed,
+            num_workers,
+            trainer_cfg,
+            out_dir / "train_logs",
+            name,
+            sampler=sampler,
+        )
+
+    def predict(fitted, dataset) -> torch.Tensor:
+        return predict_proba(fitted[0], _images(dataset, cfg.batch_size, num_workers))
+
+    def hook(plan: TrainPlan, k: int, fitted) -> dict:
+        """Arm (1) on the full budget: keep the classifier, and score the generated samples (fidelity)."""
+        if plan.key != point_key(REAL, full):
+            return {}
+        ckpt = out_dir / "classifiers" / f"real_seed{settings.seeds[k]}.ckpt"
+        fitted[1].save_checkpoint(ckpt)
+        return {"fidelity": predict(fitted, fidelity_set), "checkpoint": str(ckpt.relative_to(out_dir))}
+
+    digest_base = {
+        "model": OmegaConf.to_container(cfg.model, resolve=True),
+        "steps": cfg.steps,
+        "batch_size": cfg.batch_size,
+        "trainer": trainer_cfg,
+        "vqvae": inputs.vqvae_fingerprint,
+        "split": [real_test.ids, cfg.split],
+        "external": external_info,
+        "fidelity": [str(f) for f in fidelity_set.files],
+    }
+    curve, extras, probs = run_curve(
+        real_train,
+        tests,
+        pools,
+        class_names,
+        settings,
+        fit,
+        predict,
+        out_dir / "runs",
+        digest_base,
+        hook,
+        pick_device(cfg.sampling.device),
+    )
+    ref_extras = extras.get(point_key(REAL, full), [])
+    missing_ckpt = [e for e in ref_extras if not (out_dir / e.get("checkpoint", "missing")).is_file()]
+    if missing_ckpt:
+        raise RuntimeError(
+            f"arm (1) classifiers missing under {out_dir / 'classifiers'}: delete {out_dir / 'runs'} and rerun"
+        )
+    classifiers = [e["checkpoint"] for e in ref_extras]
+    main = curve["tests"][cfg.split]
+    fidelity = class_fidelity(
+        [e["fidelity"] for e in ref_extras],
+        torch.as_tensor(fidelity_set.labels, dtype=torch.long),
+        probs[cfg.split][point_key(REAL, full)],  # the same classifiers on the real test split
+        tests[cfg.split][1],
+        task,
+        int(cfg.bootstrap.num_resamples),
+        int(cfg.bootstrap.seed),
+    )
+    arms, differences = full_budget_view(main, full)
+    notes = _notes(cfg, test_counts, main, pool, needed, class_names, settings, external_info)
     results = {
-        **base,
+        **inputs.base,
         "split": cfg.split,
         "model": str(cfg.model.net.name),
         "task": {
-            "class_names": plan.class_names,
-            "melanoma_vs_rest": plan.task.melanoma is not None,
-            "metrics": list(plan.task.metrics),
+            "class_names": class_names,
+            "melanoma_vs_rest": task.melanoma is not None,
+            "metrics": list(task.metrics),
         },
-        "seeds": _seeds(cfg),
-        "num_resamples": comparison["num_resamples"],
-        "data": {"train": plan.train_counts, "test": plan.test_counts, "describe": dm.describe()},
+        "seeds": list(settings.seeds),
+        "num_resamples": settings.num_resamples,
+        "interval": curve["interval"],
+        "data": {"train": train_counts, "test": test_counts, "describe": dm.describe()},
+        "external_test": external_info,
         "samples": {
-            **plan.sample_info,
-            "planned": {"real_plus_synthetic": plan.added, "synthetic_only": plan.only},
+            **sample_info,
+            "planned": planned,
+            "resample_synthetic_per_seed": settings.resample_synthetic_per_seed,
         },
-        "arms": comparison["arms"],
-        "differences": comparison["differences"],
+        "arms": arms,
+        "differences": differences,
+        "curve": curve,
         "fidelity": fidelity,
-        "classifiers": runs.classifiers,
-        "notes": notes(cfg, plan),
+        "classifiers": classifiers,
+        "notes": notes,
         "seconds": time.perf_counter() - start,
     }
     results["metrics"] = flat_metrics(results)
-    write_results(results, out_dir)
+    atomic_write_json(out_dir / "metrics.json", results)
+    table = "\n".join(utility_report_markdown(results)) + "\n"
+    atomic_write_text(out_dir / "table.md", table)
+    plot_curve([("this run", results)], out_dir / UTILITY_PLOT)
+    print("\n## Downstream utility: do the generated lesions help?\n\n" + table)
+    print(f"utility: {out_dir / 'metrics.json'} ({results['seconds']:.0f} s)")
     log_results(cfg, results, out_dir)
     return results
 
 
-# ------------------------------------------------------------------------------------------ steps
-def _validate(cfg: DictConfig) -> None:
-    for key in ("steps", "batch_size", "seeds"):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ValueError(f"{key} must be an integer >= 1, got {cfg[key]!r}")
+def full_budget_view(section: dict, full: float) -> tuple[dict, dict]:
+    """The curve's full-budget points as the arms table (arms 1, 1b, 2, 3) and its differences."""
+    points = section["points"]
+    arms = {}
+    for arm in (REAL, BALANCED, PLUS, ONLY):
+        key = point_key(arm, None if arm == ONLY else full)
+        if key in points:
+            arms[arm] = {k: points[key][k] for k in ("mean", "sd", "mean_ci", "per_seed", "train_size")}
+    differences = {}
+    for row in section["differences"]:
+        if row["fraction"] in (full, None):
+            differences[f"{row['arm']} - {row['reference']}"] = row["metrics"]
+    return arms, differences
 
 
-def _why_skipped(prior: PriorCheckpoint, class_names: list[str]) -> str | None:
-    """Why there is nothing to compare (None: go on); a prior of other classes is an error."""
-    if len(class_names) < 2:
-        return f"the data has one class ({class_names}): there is nothing to classify"
-    if not prior.load_module("cpu").conditional:
-        return "the PixelCNN is unconditional: its samples carry no class (train with num_classes > 0)"
-    Classes.of(prior.class_names).require_same(class_names)
-    return None
-
-
-def _seeds(cfg: DictConfig) -> list[int]:
-    return [int(cfg.seed) + k for k in range(int(cfg.seeds))]
-
-
-def plan_arms(cfg: DictConfig, dm, out_dir: Path, vqvae_fingerprint: str) -> Plan:
-    """The real splits, how many samples per class each arm gets, the samples themselves, the datasets."""
-    class_names = list(dm.class_names)
-    hp = dm.hparams
-    real_train = dm.split_dataset("train", augment=True)
-    real_test = dm.split_dataset(cfg.split, augment=False)
-    train_counts = _class_counts(real_train.labels, class_names)
-    test_counts = _class_counts(real_test.labels, class_names)
-    if min(train_counts.values()) == 0:
-        raise ValueError(f"the train split lacks a class ({train_counts}); the classifiers cannot learn it")
-    added, only = synthetic_plan(train_counts, cfg.synthetic_per_class, cfg.synthetic_only_per_class)
-    needed = {c: max(added[c], only[c]) for c in class_names}
-    pool, sample_info = gather_samples(cfg, class_names, needed, out_dir, vqvae_fingerprint)
-
-    train_tf = ImageTransform(build_augment(hp.augment), hp.normalization)
-    size = int(hp.image_size)
-
-    def generated(counts: dict[str, int], transform: ImageTransform) -> GeneratedImages:
-        files = [f for c in class_names for f in pool[c][: counts[c]]]
-        labels = [i for i, c in enumerate(class_names) for _ in pool[c][: counts[c]]]
-        return GeneratedImages(files, labels, transform, image_size=size)
-
-    return Plan(
-        class_names=class_names,
-        task=Task(tuple(class_names)),
-        real_test=real_test,
-        train_counts=train_counts,
-        test_counts=test_counts,
-        added=added,
-        only=only,
-        needed=needed,
-        pool=pool,
-        sample_info=sample_info,
-        arm_data={
-            "real": (real_train, None),
-            "real_plus_synthetic": (real_train, generated(added, train_tf)),
-            "synthetic_only": (None, generated(only, train_tf)),
-        },
-        fidelity_set=generated(needed, ImageTransform(None, hp.normalization)),
-        normalization=hp.normalization,
-        image_size=size,
-        num_workers=int(hp.num_workers if cfg.num_workers is None else cfg.num_workers),
-    )
-
-
-def train_arms(cfg: DictConfig, plan: Plan, out_dir: Path, vqvae_fingerprint: str) -> ArmRuns:
-    """Every arm for every seed, each (arm, seed) cached in <out>/runs/ under a digest of its inputs."""
-    runs = ArmRuns()
-    for arm in ARMS:
-        real_part, synth_part = plan.arm_data[arm]
-        parts = [p for p in (real_part, synth_part) if p is not None and len(p) > 0]
-        dataset = parts[0] if len(parts) == 1 else ConcatDataset(parts)
-        runs.arms_info[arm] = {
-            "train_size": {
-                "real": len(real_part) if real_part is not None else 0,
-                "synthetic": len(synth_part) if synth_part is not None else 0,
-            },
-            "synthetic_per_class": (
-                {
-                    c: min(len(plan.pool[c]), n)
-                    for c, n in (plan.added if arm == "real_plus_synthetic" else plan.only).items()
-                }
-                if synth_part is not None
-                else {}
-            ),
-        }
-        for seed in _seeds(cfg):
-            inputs = {
-                "model": OmegaConf.to_container(cfg.model, resolve=True),
-                "steps": cfg.steps,
-                "batch_size": cfg.batch_size,
-                "trainer": OmegaConf.to_container(cfg.trainer, resolve=True),
-                "vqvae": vqvae_fingerprint,
-                "split": [plan.real_test.ids, cfg.split],
-                "train": runs.arms_info[arm],
-                "files": [str(f) for f in getattr(synth_part, "files", [])],
-                "fidelity": [str(f) for f in plan.fidelity_set.files],
-                "seed": seed,
-            }
-            run_name = f"{arm}_seed{seed}"
-            cached = _train_or_reuse(cfg, plan, arm, seed, dataset, _digest(inputs), out_dir)
-            runs.test_probs[arm].append(cached["test"])
-            if arm == REFERENCE:
-                runs.fid_probs.append(cached["fidelity"])
-                runs.classifiers.append(
-                    str((out_dir / "classifiers" / f"{run_name}.ckpt").relative_to(out_dir))
-                )
-    return runs
-
-
-def _train_or_reuse(
-    cfg: DictConfig, plan: Plan, arm: str, seed: int, dataset: Dataset, digest: str, out_dir: Path
-) -> dict:
-    """One (arm, seed): its cached predictions when the digest matches, else trained and cached."""
-    run_name = f"{arm}_seed{seed}"
-    cache = out_dir / "runs" / f"{run_name}.pt"
-    ckpt = out_dir / "classifiers" / f"{run_name}.ckpt"
-    cached = torch.load(cache, weights_only=True) if cache.is_file() else None
-    if cached is not None and cached["digest"] == digest and (arm != REFERENCE or ckpt.is_file()):
-        log.info("[%s] cached in %s, not retrained", run_name, cache)
-        return cached
-    log.info("[%s] training on %d images for %d steps", run_name, len(dataset), cfg.steps)
-    workers = plan.num_workers
-    model, trainer = train_classifier(
-        dataset,
-        cfg.model,
-        plan.class_names,
-        plan.normalization,
-        plan.image_size,
-        cfg.steps,
-        cfg.batch_size,
-        seed,
-        workers,
-        OmegaConf.to_container(cfg.trainer, resolve=True),
-        out_dir / "train_logs",
-        run_name,
-    )
-    cached = {
-        "digest": digest,
-        "test": predict_proba(model, _images(plan.real_test, cfg.batch_size, workers)),
-        "fidelity": predict_proba(model, _images(plan.fidelity_set, cfg.batch_size, workers))
-        if arm == REFERENCE
-        else None,
-        "train_loss": float(trainer.callback_metrics.get("train/loss_epoch", float("nan"))),
-    }
-    if arm == REFERENCE:
-        trainer.save_checkpoint(ckpt)
-    atomic_write(cache, lambda tmp: torch.save(cached, tmp))
-    return cached
-
-
-def compare(cfg: DictConfig, plan: Plan, runs: ArmRuns) -> tuple[dict, dict]:
-    """The arms and their differences to the real-only arm (paired bootstrap), and class fidelity."""
-    test_labels = torch.as_tensor(plan.real_test.labels, dtype=torch.long)
-    comparison = compare_arms(
-        runs.test_probs,
-        test_labels,
-        plan.task,
-        REFERENCE,
-        int(cfg.bootstrap.num_resamples),
-        int(cfg.bootstrap.seed),
-        pick_device(cfg.sampling.device),
-    )
-    for arm in ARMS:
-        comparison["arms"][arm].update(runs.arms_info[arm])
-    fidelity = class_fidelity(
-        runs.fid_probs,
-        torch.as_tensor(plan.fidelity_set.labels, dtype=torch.long),
-        runs.test_probs[REFERENCE],
-        test_labels,
-        plan.task,
-        int(cfg.bootstrap.num_resamples),
-        int(cfg.bootstrap.seed),
-    )
-    return comparison, fidelity
-
-
-def notes(cfg: DictConfig, plan: Plan) -> list[str]:
-    """What a reader must know before trusting the table."""
-    out = []
-    small = {c: n for c, n in plan.test_counts.items() if n < NOISY_CLASS_SIZE}
+def _notes(cfg, test_counts, section, pool, needed, class_names, settings, external_info) -> list[str]:
+    notes = []
+    small = {c: n for c, n in test_counts.items() if n < NOISY_CLASS_SIZE}
     if small:
-        out.append(
+        notes.append(
             f"noisy: the {cfg.split} split has fewer than {NOISY_CLASS_SIZE} images of {small}; "
             "read the intervals, not the means"
         )
-    if not any(plan.added.values()):
-        out.append(
-            "arm (2) adds no generated images (synthetic_per_class=auto and the train classes are equally "
-            "large), so it repeats arm (1); set synthetic_per_class=N to add N per class"
-        )
-    short = {c: len(plan.pool[c]) for c in plan.class_names if len(plan.pool[c]) < plan.needed[c]}
+    short = {c: len(pool[c]) for c in class_names if len(pool[c]) < needed[c]}
     if short:
-        out.append(f"fewer samples than planned: {short} of {plan.needed}")
-    return out
-
-
-def write_results(results: dict, out_dir: Path) -> None:
-    """metrics.json, table.md and utility.png, and the table on the console."""
-    atomic_write_json(out_dir / "metrics.json", results)
-    table = "\n".join(utility_markdown(results)) + "\n"
-    atomic_write_text(out_dir / "table.md", table)
-    plot_utility([("this run", results)], out_dir / UTILITY_PLOT)
-    print("\n## Downstream utility: do the generated lesions help?\n\n" + table)
-    print(f"utility: {out_dir / 'metrics.json'} ({results['seconds']:.0f} s)")
+        notes.append(f"fewer samples than planned: {short} of {needed}")
+    flat = [m for m, v in (section.get("flat_reference") or {}).items() if v]
+    if flat:
+        notes.append(
+            f"the (1b) curve is flat on {flat}: even the smallest real fraction ({min(settings.fractions):g}) "
+            "scores inside the full split's interval: either the task is too easy at every fraction or the "
+            "classifiers gain nothing from more real images (too few steps), and what generated images "
+            "are worth in real images is not identifiable here"
+        )
+    if len(settings.seeds) < 3:
+        notes.append(f"{len(settings.seeds)} seed(s): the intervals' seed level is coarse (see README)")
+    if external_info and external_info["dropped"]:
+        notes.append(f"external test: images of classes outside the task dropped: {external_info['dropped']}")
+    return notes

@@ -21,6 +21,7 @@ CONFIDENCE = 0.95
 NUM_BOOTSTRAP = 1000
 PERCENTILE_BOOTSTRAP = "percentile bootstrap"
 NORMAL = "normal approximation (mean ± z·SE)"
+CENSORED = "percentile bootstrap (order statistics; ends may be infinite)"
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,20 @@ class Interval:
         tail = (1.0 - level) / 2 * 100
         lo, hi = np.percentile(replicates, [tail, 100 - tail])
         return cls(float(lo), float(hi), level)
+
+    @classmethod
+    def censored(cls, replicates, level: float = CONFIDENCE) -> Interval:
+        """The central `level` range of replicates that may be -inf / +inf (censored: "below / beyond
+        what was measured"); NaN replicates dropped. Order statistics, not interpolation (interpolating
+        towards an infinite replicate is meaningless): the low end rounds down, the high end up."""
+        replicates = np.asarray(replicates, dtype=np.float64)
+        replicates = replicates[~np.isnan(replicates)]
+        if replicates.size == 0:
+            return cls(float("nan"), float("nan"), level, CENSORED)
+        tail = (1.0 - level) / 2
+        lo = np.quantile(replicates, tail, method="lower")
+        hi = np.quantile(replicates, 1 - tail, method="higher")
+        return cls(float(lo), float(hi), level, CENSORED)
 
     @classmethod
     def normal(cls, values, level: float = CONFIDENCE) -> Interval:

@@ -9,7 +9,7 @@ import hydra
 import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from lesion_lightning.modules.classifier_module import ClassifierModule
 
@@ -27,8 +27,10 @@ def train_classifier(
     trainer_cfg: dict | None = None,
     log_dir: Path | None = None,
     name: str = "classifier",
+    sampler: Sampler | None = None,
 ) -> tuple[ClassifierModule, L.Trainer]:
-    """A ClassifierModule trained for exactly ``steps`` optimizer steps on ``dataset`` (reshuffled per epoch)."""
+    """A ClassifierModule trained for exactly ``steps`` optimizer steps on ``dataset`` (reshuffled per
+    epoch, or drawn by ``sampler``: the balanced arm's data.budget.balanced_sampler)."""
     if len(dataset) == 0:
         raise ValueError(f"{name}: no training images")
     L.seed_everything(seed, workers=True)
@@ -38,7 +40,8 @@ def train_classifier(
     loader = DataLoader(
         dataset,
         batch_size=min(batch_size, len(dataset)),
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         drop_last=len(dataset) > batch_size,  # a trailing batch of one breaks BatchNorm
         num_workers=num_workers,
         persistent_workers=num_workers > 0,

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from lesion_lightning.modules.ema import EMA
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
 from lesion_lightning.models.sampling import SamplingOptions
 from lesion_lightning.modules.base import LesionModule
+from lesion_lightning.modules.ema import EMA
 
 
 class PixelCNNModule(LesionModule):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.report.collect import collect_runs
+from lesion_lightning.report.curve import curve_tables, plot_curve
 from lesion_lightning.report.ladder import PLOT as LADDER_PLOT
 from lesion_lightning.report.ladder import plot_ladder
 from lesion_lightning.report.plots import PLOT, UTILITY_PLOT, plot_metrics, plot_utility
@@ -78,7 +79,9 @@ def write_report(
     out = Path(out).resolve() if out else sweep_dir / "report.md"
     plot = plot_metrics(runs, out.parent / PLOT)
     plot_ladder([(r["grid_value"], r["ladder"]) for r in runs], out.parent / LADDER_PLOT)
-    plot_utility([(grid_label(r["grid"]), r["utility"]) for r in runs], out.parent / UTILITY_PLOT)
+    entries = [(grid_label(r["grid"]), r["utility"]) for r in runs]
+    # the data-budget curve; results from before the curve existed get the bar plot
+    plot_curve(entries, out.parent / UTILITY_PLOT) or plot_utility(entries, out.parent / UTILITY_PLOT)
     atomic_write_text(out, render(runs, sweep_dir, out.parent, plot))
     return out
 
@@ -129,6 +132,13 @@ def log_report_to_wandb(
             payload["report/metrics_vs_grid"] = wandb.Image(str(sweep_dir / PLOT))
         if (sweep_dir / LADDER_PLOT).is_file():
             payload["report/fid_ladder"] = wandb.Image(str(sweep_dir / LADDER_PLOT))
+        if (sweep_dir / UTILITY_PLOT).is_file():
+            payload["report/utility"] = wandb.Image(str(sweep_dir / UTILITY_PLOT))
+        for r in runs:
+            for key, columns, rows in curve_tables(r["utility"]):
+                payload[f"report/utility_curve/grid{r['grid_value']}/{key}"] = wandb.Table(
+                    columns=columns, data=rows
+                )
         for r in runs:
             for key in ("reconstructions", "samples_grid", "memorization_picture"):
                 if r[key] is not None:

@@ -13,10 +13,11 @@ from pathlib import Path
 
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.report.collect import interval, number
+from lesion_lightning.report.curve import utility_report_markdown
 from lesion_lightning.report.ladder import PLOT as LADDER_PLOT
 from lesion_lightning.report.ladder import ladder_markdown
 from lesion_lightning.report.plots import UTILITY_PLOT
-from lesion_lightning.report.utility_tables import markdown_table, utility_markdown
+from lesion_lightning.report.utility_tables import markdown_table
 from lesion_lightning.utils.run_folder import STAGES
 
 DASH = "—"
@@ -316,7 +317,7 @@ def _utility_section(runs: list[dict], base: Path) -> list[str]:
     lines = ["", "## Downstream utility: do the generated lesions help?", ""]
     for run in shown:
         lines += [f"### {grid_label(run['grid'])} (`{_rel(run['run_dir'], base)}`)", ""]
-        lines += utility_markdown(run["utility"]) if run["utility"] else [run["utility_note"]]
+        lines += utility_report_markdown(run["utility"]) if run["utility"] else [run["utility_note"]]
         lines.append("")
     if any(r["utility"] for r in shown) and (base / UTILITY_PLOT).is_file():
         lines += [f"![downstream utility]({UTILITY_PLOT})"]

@@ -7,12 +7,16 @@ import math
 
 ARM_TITLES = {
     "real": "(1) real",
+    "real_balanced": "(1b) real, class-balanced sampling",
     "real_plus_synthetic": "(2) real + synthetic",
     "synthetic_only": "(3) synthetic only",
 }
 DIFF_TITLES = {
     "real_plus_synthetic - real": "(2) − (1)",
+    "real_plus_synthetic - real_balanced": "(2) − (1b)",
+    "real_balanced - real": "(1b) − (1)",
     "synthetic_only - real": "(3) − (1)",
+    "synthetic_only - real_balanced": "(3) − (1b)",
 }
 METRIC_TITLES = {
     "macro_auroc": "macro AUROC (OvR)",
@@ -99,13 +103,15 @@ def describe(results: dict) -> str:
     return (
         f"Classifiers ({results['model']}, {s['steps']} steps of batch {s['batch_size']} per arm and seed, "
         f"{len(results['seeds'])} seeds) tested on the real **{results['split']}** split "
-        f"(n={sum(test.values())}: {counts}). Cells: mean ± sd over seeds [95 % stratified paired "
-        f"bootstrap interval over test images, {results['num_resamples']} resamples, of the seed-mean]."
+        f"(n={sum(test.values())}: {counts}). Cells: mean ± sd over seeds [95 % interval of the "
+        f"seed-mean: {results.get('interval') or 'stratified paired bootstrap over test images'}, "
+        f"{results['num_resamples']} resamples]."
     )
 
 
 def utility_markdown(results: dict) -> list[str]:
-    """The stage's tables as markdown lines (used by the console output and the sweep report)."""
+    """The arms table (full split), class fidelity and notes as markdown lines; the data-budget curve's
+    tables follow them in report.curve.utility_report_markdown (the console output and the sweep report)."""
     lines = [describe(results), ""]
     lines += markdown_table(*utility_rows(results))
     fidelity = fidelity_rows(results)
