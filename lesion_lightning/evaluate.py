@@ -11,7 +11,6 @@ logger=wandb|csv|tensorboard as for training, W&B offline without credentials).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from pathlib import Path
@@ -24,7 +23,8 @@ from torch.utils.data import DataLoader
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 from torchvision.utils import make_grid
 
-from lesion_lightning.data.indices import MANIFEST, IndexDataset, read_manifest
+from lesion_lightning.data.generated import SamplesFolder
+from lesion_lightning.data.indices import IndexDataset, IndexManifest
 from lesion_lightning.metrics.codebook import CodebookUsage
 from lesion_lightning.metrics.distribution import reliability_label
 from lesion_lightning.metrics.generation import (
@@ -150,21 +150,11 @@ def prior_section(
     if not index_dir:
         return {"skipped": "no prior given: pass pixelcnn_ckpt=PATH (and/or index_dir=<encode output>)"}
     source = "index_dir" if cfg.index_dir else f"index_dataset recorded in pixelcnn_ckpt={cfg.pixelcnn_ckpt}"
-    if not (Path(index_dir) / MANIFEST).is_file():
-        raise FileNotFoundError(
-            f"{source}: {index_dir} holds no {MANIFEST}; pass index_dir=<the indices folder "
-            "written by `python -m lesion_lightning.encode`>"
-        )
-    manifest = read_manifest(index_dir)
-    if manifest["vqvae"]["fingerprint"] != vqvae_fingerprint:
-        raise ValueError(
-            f"mismatched index dataset: {index_dir} was encoded by VQ-VAE "
-            f"{manifest['vqvae']['checkpoint']}, not vqvae_ckpt={cfg.vqvae_ckpt}; pass the matching "
-            "index_dir (or VQ-VAE checkpoint)"
-        )
-    num_codes, grid = int(manifest["num_codes"]), list(manifest["grid_size"])
+    manifest = IndexManifest.read(index_dir, source)
+    manifest.check_vqvae(vqvae_fingerprint, f"vqvae_ckpt={cfg.vqvae_ckpt}")
+    num_codes, grid = manifest.num_codes, list(manifest.grid_size)
     split = cfg.split
-    if manifest["splits"].get(split, 0) == 0:
+    if not manifest.has_split(split):
         return {"skipped": f"the index dataset {index_dir} has no `{split}` split"}
     test = IndexDataset(index_dir, split)
     section: dict = {
@@ -185,7 +175,7 @@ def prior_section(
         _bits_with_intervals(section, "bits", per_grid, grid, cfg)
     else:
         notes.append("no pixelcnn_ckpt: only the marginal baseline")
-    if manifest["splits"].get("train", 0) > 0:
+    if manifest.has_split("train"):
         train = IndexDataset(index_dir, "train")
         per_grid = marginal_bits_per_grid(
             train.indices, test.indices, num_codes, alpha=cfg.eval.marginal_smoothing
@@ -201,7 +191,7 @@ def prior_section(
 def _bits_with_intervals(section: dict, prefix: str, per_grid, grid: list[int], cfg: DictConfig) -> None:
     """`{prefix}_per_dim` and `{prefix}_per_image` (= bits/dim x H x W: comparable across grid sizes)
     with 95 % bootstrap intervals over the split's grids."""
-    estimate = mean_interval(per_grid, int(cfg.eval.get("bootstrap", 1000)), int(cfg.seed))
+    estimate = mean_interval(per_grid, int(cfg.eval.bootstrap), int(cfg.seed))
     with_interval(section, f"{prefix}_per_dim", estimate)
     with_interval(section, f"{prefix}_per_image", estimate.scaled(math.prod(grid)))
 
@@ -236,14 +226,8 @@ def generation_section(
     if not cfg.samples_dir:
         return {"skipped": "no samples_dir given: pass samples_dir=<sample run dir>/samples"}
     files = sample_files(cfg.samples_dir)
-    meta_path = Path(cfg.samples_dir) / "samples.json"
-    if meta_path.is_file():
-        recorded = json.loads(meta_path.read_text()).get("vqvae_fingerprint")
-        if recorded and recorded != vqvae_fingerprint:
-            raise ValueError(
-                f"mismatched samples: {cfg.samples_dir} was decoded by another VQ-VAE than "
-                f"vqvae_ckpt={cfg.vqvae_ckpt} (see {meta_path}); pass the matching pair"
-            )
+    if SamplesFolder.present(cfg.samples_dir):
+        SamplesFolder.read(cfg.samples_dir).check_vqvae(vqvae_fingerprint, f"vqvae_ckpt={cfg.vqvae_ckpt}")
     try:
         extractor, name = _feature_extractor(cfg, device)
         return generation_metrics(
@@ -277,7 +261,7 @@ def memorization_section(
     if not cfg.samples_dir:
         return {"skipped": "no samples_dir given: pass samples_dir=<sample run dir>/samples"}
     index_dir = cfg.index_dir or (prior.index_dataset if prior is not None else None)
-    if not index_dir or not (Path(index_dir) / MANIFEST).is_file():
+    if not IndexManifest.present(index_dir):
         return {"skipped": "no index dataset: pass index_dir=<encode output> (or pixelcnn_ckpt=PATH)"}
     return memorization_metrics(
         cfg.samples_dir,
@@ -422,7 +406,7 @@ def evaluate(cfg: DictConfig) -> dict:
         device,
         cfg.num_workers,
         int(cfg.eval.num_reconstructions),
-        int(cfg.eval.get("bootstrap", 1000)),
+        int(cfg.eval.bootstrap),
         int(cfg.seed),
     )
     if picture is not None:

@@ -24,6 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from lesion_lightning.utils.config import to_overrides
 from lesion_lightning.utils.io import atomic_write_text
 from lesion_lightning.utils.run_folder import STAGES, PipelineRecord, RunFolder
 
@@ -31,39 +32,6 @@ log = logging.getLogger(__name__)
 STAGE_PREFIXES = tuple(f"{s}." for s in STAGES)
 # seconds between the running stage's time updates in pipeline.json
 HEARTBEAT_S = 10.0
-
-
-def to_overrides(node, prefix: str = "") -> list[str]:
-    """Nested mapping -> Hydra `key=value` overrides (lists and strings quoted for the grammar)."""
-    if node is None:
-        return []
-    container = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    out: list[str] = []
-    for key, value in container.items():
-        full = f"{prefix}{key}"
-        if isinstance(value, dict) and value and not any(k.startswith("_") for k in value):
-            out += to_overrides(value, f"{full}.")
-        else:
-            # dotted keys may be new to the stage's config (e.g. data.classes.melanoma); `++` adds or
-            # overrides, while top-level keys stay plain so group choices like `logger=csv` still work
-            out.append(f"{'++' if '.' in full else ''}{full}={_hydra_value(value)}")
-    return out
-
-
-def _hydra_value(value) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
-    text = str(value)
-    safe = all(c.isalnum() or c in "-_./:+@" for c in text) and text not in ("true", "false", "null")
-    return text if safe else "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def num_downsamples(image_size: int, grid: int) -> int:

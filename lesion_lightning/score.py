@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from lesion_lightning.data.datamodule import LesionDataModule
-from lesion_lightning.data.indices import IndexDataset, read_manifest
+from lesion_lightning.data.indices import IndexDataset, IndexManifest
 from lesion_lightning.metrics.heatmap import ScoredImage, heatmap_figure, roc_figure
 from lesion_lightning.metrics.likelihood import (
     baseline_nll,
@@ -130,16 +130,12 @@ def _baseline(
             "the corrected score needs the prior's index dataset (its train split's per-position code "
             "frequencies); the checkpoint records none: pass index_dir=<encode output>"
         )
-    manifest = read_manifest(index_dir)  # clear error if the folder is gone
-    if manifest["vqvae"]["fingerprint"] != vqvae_fingerprint:
-        raise ValueError(
-            f"mismatched index dataset: {index_dir} was encoded by VQ-VAE {manifest['vqvae']['checkpoint']}, "
-            "not the VQ-VAE being scored with; pass the matching index_dir"
-        )
-    if manifest["splits"].get("train", 0) == 0:
+    manifest = IndexManifest.read(index_dir, "index_dir")  # clear error if the folder is gone
+    manifest.check_vqvae(vqvae_fingerprint, "the VQ-VAE being scored with")
+    if not manifest.has_split("train"):
         raise ValueError(f"index_dir={index_dir} has no train split to build the marginal baseline from")
     train = IndexDataset(index_dir, "train")
-    log_p = position_log_probs(train.indices, int(manifest["num_codes"]), alpha=cfg.marginal_smoothing)
+    log_p = position_log_probs(train.indices, manifest.num_codes, alpha=cfg.marginal_smoothing)
     return torch.from_numpy(log_p).float().to(device), str(index_dir)
 
 

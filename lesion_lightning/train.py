@@ -35,7 +35,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         if cfg.get("train", True):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             metrics.update(_floats(trainer.callback_metrics))
-        if cfg.get("test", False):
+        if cfg.test:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
             trainer.test(model, datamodule=datamodule, ckpt_path=best or None)
             metrics.update(_floats(trainer.callback_metrics))

@@ -1,6 +1,6 @@
 """Do the generated lesions help? `python -m lesion_lightning.utility vqvae_ckpt=PATH pixelcnn_ckpt=PATH
 [samples_dir=DIR]`: classifiers trained on real, real + generated and generated-only lesions, tested on
-the real test split (see lesion_lightning/downstream/ and the README's "Downstream utility")."""
+the real test split (see lesion_lightning/downstream/ and docs/utility.md)."""
 
 from __future__ import annotations
 

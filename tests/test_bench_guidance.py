@@ -12,6 +12,21 @@ from clihelpers import compose_config, run_cli
 from lesion_lightning.benchmarks.guidance import guidance_weights, run, sample_config
 
 
+def test_guidance_bench_shares_evaluates_eval_group(tmp_path: Path) -> None:
+    """conf/eval/ is the one home of the metric settings: the bench changes only what it says it does."""
+    bench = compose_config("bench", ["bench=guidance"], tmp_path).bench.eval
+    evaluate = compose_config("evaluate", ["vqvae_ckpt=x"], tmp_path).eval
+    assert set(bench) == set(evaluate)
+    differ = {k for k in evaluate if bench[k] != evaluate[k]}
+    assert differ == {"feature_extractor", "per_class"}, differ
+    # an evaluate setting changed in conf/eval/default.yaml reaches both, by composition
+    assert (
+        bench.fid_splits == evaluate.fid_splits
+        and bench.kid_bootstrap == evaluate.kid_bootstrap
+        and bench.prc_k == evaluate.prc_k
+    )
+
+
 def test_guidance_bench_config_composes(tmp_path: Path) -> None:
     cfg = compose_config("bench", ["bench=guidance"], tmp_path)
     assert list(cfg.bench.guidance_weights) == [0, 1, 3] and cfg.bench.run_dir is None

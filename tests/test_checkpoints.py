@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lesion_lightning.data.indices import read_manifest
+from lesion_lightning.data.indices import IndexManifest
 from lesion_lightning.modules.checkpoints import (
     PriorCheckpoint,
     VQVAECheckpoint,
@@ -16,12 +16,12 @@ from lesion_lightning.modules.checkpoints import (
 
 
 def test_prior_accessors_match_what_training_recorded(chain) -> None:
-    manifest = read_manifest(chain["indices"])
+    manifest = IndexManifest.read(chain["indices"])
     prior = PriorCheckpoint(chain["pixelcnn"])
     vqvae = VQVAECheckpoint(chain["vqvae"])
-    assert prior.grid_size == tuple(manifest["grid_size"])
-    assert prior.num_codes == manifest["num_codes"]
-    assert prior.class_names == manifest["class_names"]
+    assert prior.grid_size == manifest.grid_size
+    assert prior.num_codes == manifest.num_codes
+    assert prior.class_names == manifest.class_names
     assert prior.vqvae_fingerprint == vqvae.fingerprint == fingerprint(chain["vqvae"])
     assert Path(prior.index_dataset) == chain["indices"].resolve()
     prior.check_pair(vqvae)

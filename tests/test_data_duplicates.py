@@ -21,6 +21,7 @@ from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.data.duplicates import descriptors, near_pairs
 from lesion_lightning.data.splits import SplitChangedError, pinned_split
 from lesion_lightning.data.synthetic import write_synthetic_isic
+from lesion_lightning.modules.checkpoints import VQVAECheckpoint
 
 N_LESIONS = 16
 # copy name -> (original, how it was made, expected kind)
@@ -191,7 +192,7 @@ def _add_image(root: Path) -> None:
 
 
 def test_checkpoint_and_manifest_pin_the_split(chain):
-    pin = pinned_split(chain["vqvae"])
+    pin = VQVAECheckpoint(chain["vqvae"]).pinned_split
     assert pin and Path(pin["split_file"]).is_file()
     assert pinned_split(chain["indices"]) == pin
 
@@ -225,4 +226,4 @@ def test_encode_and_evaluate_refuse_a_changed_split(moved_copy, tmp_path):
     )
     with pytest.warns(UserWarning, match="1 image"):
         out = encode(cfg)
-    assert pinned_split(out) == pinned_split(ckpt)
+    assert pinned_split(out) == VQVAECheckpoint(ckpt).pinned_split

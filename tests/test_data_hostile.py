@@ -221,11 +221,11 @@ def test_stale_encode_folder_is_removed(tmp_path):
 
 
 def test_damaged_index_dataset_and_split_file_are_named(tmp_path):
-    from lesion_lightning.data.indices import IndexDataset, read_manifest
+    from lesion_lightning.data.indices import IndexDataset, IndexManifest
 
     (tmp_path / "manifest.json").write_text('{"grid_size": [2, 2], ')  # cut off mid-write by hand
     with pytest.raises(ValueError, match=r"manifest.json is not readable JSON.*re-run encode"):
-        read_manifest(tmp_path)
+        IndexManifest.read(tmp_path)
     np.save(tmp_path / "train_labels.npy", np.zeros(3, np.int64))
     with pytest.raises(ValueError, match=r"`train` split cannot be read.*re-run encode"):
         IndexDataset(tmp_path, "train")

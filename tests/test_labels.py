@@ -35,3 +35,18 @@ def test_bad_distribution_and_missing_train_labels_say_what_to_do(tmp_path):
         sample_labels("keratosis", ["nevus", "melanoma"], 2, 4, seed=0)
     with pytest.raises(FileNotFoundError, match="label_distribution=uniform"):
         sample_labels("train", ["nevus", "melanoma"], 2, 4, seed=0, index_dir=tmp_path)
+
+
+def test_classes_resolve_names_and_indices_and_refuse_other_data() -> None:
+    from lesion_lightning.utils.labels import Classes
+
+    classes = Classes.of(["nevus", "melanoma"])
+    assert classes.index("melanoma") == 1 and classes.index(0) == 0 and len(classes) == 2
+    for bad in ("bcc", 2, -1, True):
+        with pytest.raises(
+            ValueError, match=r"label=.* is not one of this prior's classes \['nevus', 'melanoma'\]"
+        ):
+            classes.index(bad)
+    classes.require_same(["nevus", "melanoma"])
+    with pytest.raises(ValueError, match="trained on classes.*data has \\['melanoma', 'nevus'\\]"):
+        classes.require_same(["melanoma", "nevus"])  # same names, other order: other indices

@@ -12,12 +12,9 @@ import pytest
 import torch
 from clihelpers import run_cli
 
-from lesion_lightning.pipeline import (
-    _hydra_value,
-    _stage_overrides_to_force_add,
-    num_downsamples,
-    to_overrides,
-)
+from lesion_lightning.pipeline import _stage_overrides_to_force_add, num_downsamples
+from lesion_lightning.utils.config import hydra_value as _hydra_value
+from lesion_lightning.utils.config import to_overrides
 
 TINY = [
     "preset=quickstart",

@@ -1,5 +1,6 @@
-"""Every `python -m lesion_lightning.<stage> ...` command in the README composes, and so do the stage
-commands a README pipeline command would run. Docs that drift from the configs fail here."""
+"""Every `python -m lesion_lightning.<stage> ...` command in the README and docs/*.md composes, and so do
+the stage commands a documented pipeline command would run; every docs page is linked from the README.
+Docs that drift from the configs fail here."""
 
 from __future__ import annotations
 
@@ -26,8 +27,11 @@ CONFIG_OF = {
 }
 
 
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
 def readme_commands() -> list[tuple[str, list[str]]]:
-    text = (REPO / "README.md").read_text()
+    text = "\n".join(page.read_text() for page in DOCS)
     commands = []
     for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
         joined = re.sub(r"\\\n\s*", " ", block)
@@ -55,6 +59,12 @@ def first_of_sweeps(overrides: list[str]) -> list[str]:
 
 
 COMMANDS = [c for c in readme_commands() if c[0] in CONFIG_OF]
+
+
+def test_every_docs_page_is_linked_from_the_readme() -> None:
+    readme = (REPO / "README.md").read_text()
+    unlinked = [p.name for p in DOCS[1:] if f"(docs/{p.name})" not in readme]
+    assert DOCS[1:] and not unlinked, f"link these from the README's reference pages: {unlinked}"
 
 
 def test_readme_has_the_commands() -> None:

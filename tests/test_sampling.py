@@ -9,6 +9,7 @@ from factories import make_pixelcnn
 
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
 from lesion_lightning.models.sampling import (
+    SamplingOptions,
     cached_logits_for_grid,
     draw,
     sample,
@@ -75,7 +76,7 @@ def test_cached_logits_equal_full_forward(
 def test_naive_and_cached_draw_the_same_grids(num_classes: int, temperature: float, position: bool) -> None:
     model = make_model(num_layers=3, num_classes=num_classes, grid=(4, 5) if position else None)
     labels = torch.tensor([0, 1, 1]) if num_classes else None
-    kwargs = dict(labels=labels, temperature=temperature)
+    kwargs = dict(labels=labels, options=SamplingOptions(temperature=temperature))
     naive = sample_naive(model, 3, 4, 5, generator=gen(7), **kwargs)
     cached = sample_cached(model, 3, 4, 5, generator=gen(7), **kwargs)
     assert torch.equal(naive, cached)
@@ -96,7 +97,7 @@ def test_seeds() -> None:
 
 def test_low_temperature_is_greedy() -> None:
     model = make_model(num_layers=2)
-    grid = sample_cached(model, 2, 4, 5, temperature=1e-4, generator=gen(3))
+    grid = sample_cached(model, 2, 4, 5, options=SamplingOptions(temperature=1e-4), generator=gen(3))
     # Each drawn code is the argmax of the model's logits given the codes before it.
     assert torch.equal(grid, model(grid).argmax(dim=1))
 
@@ -129,7 +130,7 @@ def test_progress_is_called_after_each_row() -> None:
 def test_bad_temperature(temperature: float) -> None:
     for sampler in (sample_naive, sample_cached):
         with pytest.raises(ValueError, match="temperature must be a number > 0"):
-            sampler(make_model(num_layers=1), 1, 2, 2, temperature=temperature)
+            sampler(make_model(num_layers=1), 1, 2, 2, options=SamplingOptions(temperature=temperature))
 
 
 def test_dispatch_and_generate() -> None:
@@ -215,11 +216,13 @@ def test_guided_cached_logits_equal_the_guided_full_forward(guidance: float, pos
 def test_guided_naive_and_cached_draw_the_same_grids(guidance, temperature, top_k, top_p, position) -> None:
     model = make_guided_model(grid=(4, 5) if position else None)
     labels = torch.tensor([0, 1, 2])
-    kwargs = dict(labels=labels, temperature=temperature, guidance=guidance, top_k=top_k, top_p=top_p)
+    kwargs = dict(labels=labels, options=SamplingOptions(temperature, guidance, top_k, top_p))
     naive = sample_naive(model, 3, 4, 5, generator=gen(7), **kwargs)
     cached = sample_cached(model, 3, 4, 5, generator=gen(7), **kwargs)
     assert torch.equal(naive, cached)
-    unguided = sample_cached(model, 3, 4, 5, generator=gen(7), labels=labels, temperature=temperature)
+    unguided = sample_cached(
+        model, 3, 4, 5, generator=gen(7), labels=labels, options=SamplingOptions(temperature=temperature)
+    )
     assert not torch.equal(cached, unguided)  # the same uniforms, another distribution
     # The naive reference really is guided: its first code is the draw from the guided logits at (0, 0).
     u0 = torch.rand(3, generator=gen(7))
@@ -232,20 +235,20 @@ def test_guidance_needs_a_prior_trained_with_condition_dropout() -> None:
     plain = make_model(num_classes=2)
     labels = torch.tensor([0, 1])
     for call in (
-        lambda: sample_cached(plain, 2, 3, 4, labels=labels, guidance=1.0),
-        lambda: sample_naive(plain, 2, 3, 4, labels=labels, guidance=1.0),
+        lambda: sample_cached(plain, 2, 3, 4, labels=labels, options=SamplingOptions(guidance=1.0)),
+        lambda: sample_naive(plain, 2, 3, 4, labels=labels, options=SamplingOptions(guidance=1.0)),
         lambda: cached_logits_for_grid(plain, torch.zeros(2, 3, 4, dtype=torch.long), labels, guidance=1.0),
     ):
         with pytest.raises(ValueError, match="trained without condition dropout.*model.cond_dropout=0.1"):
             call()
     with pytest.raises(ValueError, match="needs a class-conditional prior"):
-        sample_cached(make_model(), 2, 3, 4, guidance=1.0)
+        sample_cached(make_model(), 2, 3, 4, options=SamplingOptions(guidance=1.0))
     with pytest.raises(ValueError, match="null_class=True .* needs a class-conditional prior"):
         GatedPixelCNN(K, 8, 1, null_class=True)
     guided = make_guided_model(num_classes=2)
     for bad in (-1.0, float("inf"), True):
         with pytest.raises(ValueError, match="guidance must be a finite number >= 0"):
-            sample_cached(guided, 2, 3, 4, labels=labels, guidance=bad)
+            sample_cached(guided, 2, 3, 4, labels=labels, options=SamplingOptions(guidance=bad))
     # The null label is a valid label of its own (unconditional samples); one past it is not.
     assert sample_cached(guided, 2, 3, 4, labels=torch.tensor([2, 2]), generator=gen(0)).shape == (2, 3, 4)
     with pytest.raises(ValueError, match=r"\[0, 3\) \(2 = the 'no class' label\)"):
@@ -269,4 +272,36 @@ def test_truncation_keeps_the_top_k_and_the_nucleus() -> None:
         ({"top_p": 1.5}, "top_p"),
     ):
         with pytest.raises(ValueError, match=match):
-            sample_cached(make_model(num_layers=1), 1, 2, 2, **kwargs)
+            sample_cached(make_model(num_layers=1), 1, 2, 2, options=SamplingOptions(**kwargs))
+
+
+def _state_bytes(state) -> int:
+    """Bytes of every per-batch tensor IncrementalState holds (weights excluded: shared by all grids)."""
+    seen, total = set(), 0
+    for value in vars(state).values():
+        for t in value if isinstance(value, list) else [value]:
+            if isinstance(t, torch.Tensor) and id(t) not in seen and t.shape[:1] == (state.B,):
+                seen.add(id(t))
+                total += t.numel() * t.element_size()
+    return total
+
+
+def test_auto_batch_size_counts_the_guidance_streams() -> None:
+    """The memory model against what the cached sampler really allocates: guided sampling runs 2B
+    rows, so its per-grid estimate must cover twice the state, and the batch it picks halves."""
+    from lesion_lightning.models.sampling import IncrementalState, auto_batch_size, bytes_per_grid
+
+    model = make_model(num_classes=3, null_class=True)
+    h = w = 8
+    labels = torch.tensor([0, 1, 2, 0])
+    plain = _state_bytes(IncrementalState(model, 4, h, w, labels)) / 4
+    guided = _state_bytes(IncrementalState(model, 8, h, w, torch.cat([labels, labels]))) / 4
+    assert guided == pytest.approx(2 * plain, rel=0.01)  # the real cost: two streams per grid
+    assert bytes_per_grid(model, h, w, streams=1) >= plain
+    assert bytes_per_grid(model, h, w, streams=2) >= guided
+    budget = 100 * bytes_per_grid(model, h, w, streams=2)
+    one = auto_batch_size(model, h, w, 10_000, torch.device("cpu"), SamplingOptions(), budget=budget)
+    two = auto_batch_size(
+        model, h, w, 10_000, torch.device("cpu"), SamplingOptions(guidance=2.0), budget=budget
+    )
+    assert two == 100 and 180 <= one <= 200

@@ -13,22 +13,22 @@ import torch
 from clihelpers import run_cli
 from PIL import Image
 
-from lesion_lightning.data.indices import IndexDataModule, read_manifest
+from lesion_lightning.data.indices import IndexDataModule, IndexManifest
 from lesion_lightning.modules.checkpoints import build_datamodule, load_vqvae
 
 pytestmark = pytest.mark.slow
 
 
 def test_index_dataset_layout_and_manifest(chain) -> None:
-    manifest = read_manifest(chain["indices"])
-    assert manifest["grid_size"] == [8, 8] and manifest["num_codes"] == 16
-    assert set(manifest["class_names"]) == {"melanoma", "nevus"}
-    assert len(manifest["vqvae"]["fingerprint"]) == 64
-    for split, n in manifest["splits"].items():
+    manifest = IndexManifest.read(chain["indices"])
+    assert manifest.grid_size == (8, 8) and manifest.num_codes == 16
+    assert set(manifest.class_names) == {"melanoma", "nevus"}
+    assert len(manifest.vqvae_fingerprint) == 64
+    for split, n in manifest.splits.items():
         grids = np.load(chain["indices"] / f"{split}_indices.npy", mmap_mode="r")
         assert grids.dtype == np.uint16 and grids.shape == (n, 8, 8)
         assert int(grids.max()) < 16
-    assert sum(manifest["splits"].values()) == 24
+    assert sum(manifest.splits.values()) == 24
     dm = IndexDataModule(str(chain["indices"]), batch_size=4)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))

@@ -143,7 +143,7 @@ FLOORS = {
     MO: (ME, M, D, U),
     f"{PACKAGE}.callbacks": (MO, ME, M, D, U),
     f"{PACKAGE}.samples": (MO, M, D, U),
-    f"{PACKAGE}.report": (ME, U),
+    f"{PACKAGE}.report": (ME, D, U),
     f"{PACKAGE}.downstream": (f"{PACKAGE}.report", f"{PACKAGE}.samples", MO, ME, M, D, U),
     f"{PACKAGE}.benchmarks": (
         f"{PACKAGE}.report",

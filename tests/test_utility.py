@@ -18,7 +18,8 @@ from lesion_lightning.data.synthetic import render_lesion
 from lesion_lightning.data.transforms import ImageTransform
 from lesion_lightning.downstream.plan import synthetic_plan
 from lesion_lightning.metrics.utility import Task, compare_arms, score
-from lesion_lightning.modules.classifier_module import load_classifier, predict_proba
+from lesion_lightning.modules.checkpoints import load_classifier
+from lesion_lightning.modules.classifier_module import predict_proba
 from lesion_lightning.modules.classifier_training import train_classifier
 
 SMALL_CNN = {

@@ -42,9 +42,9 @@ from lesion_lightning.data.datamodule import LesionDataModule
 from lesion_lightning.data.duplicates import find_duplicates
 from lesion_lightning.data.imageops import resize_image, to_rgb
 from lesion_lightning.data.transforms import ImageTransform, build_augment
+from lesion_lightning.utils.config import CONF_DIR
 
 CONFIG = "conf/bench/data.yaml"
-REPO = Path(__file__).resolve().parents[2]
 SOURCES = ("cache", "jpeg", "jpeg_draft")
 
 
@@ -158,11 +158,11 @@ def time_builds(paths: list[Path], work: Path, image_size: int, resize: str, wor
 
 
 def _augment_config(cfg: DictConfig) -> dict[str, Any] | None:
-    if not cfg.get("augment", True):
+    if not cfg.augment:
         return None
-    path = Path(cfg.get("augment_config", "conf/data/augment/report.yaml"))
+    path = Path(cfg.augment_config)
     if not path.is_absolute():
-        path = REPO / path
+        path = CONF_DIR.parent / path  # relative to the checkout holding conf/
     if not path.is_file():
         raise SystemExit(f"{CONFIG}: augment_config {path} not found")
     return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
@@ -174,25 +174,25 @@ def run(cfg: DictConfig) -> dict:
     source_size = tuple(int(v) for v in cfg.source_size)
     image_size, batch_size = int(cfg.image_size), int(cfg.batch_size)
     workers_list = [int(w) for w in cfg.workers]
-    batches, warmup = int(cfg.batches), int(cfg.get("warmup_batches", 2))
-    min_seconds = float(cfg.get("min_seconds", 0.0))
-    resize, seed = str(cfg.get("resize", "squash")), int(cfg.get("seed", 0))
-    sources = [s for s in cfg.get("sources", SOURCES)]
+    batches, warmup = int(cfg.batches), int(cfg.warmup_batches)
+    min_seconds = float(cfg.min_seconds)
+    resize, seed = str(cfg.resize), int(cfg.seed)
+    sources = list(cfg.sources)
     unknown = set(sources) - set(SOURCES)
     if unknown or len(source_size) != 2:
         raise SystemExit(f"{CONFIG}: sources must be among {SOURCES} and source_size [width, height]")
-    if cfg.get("threads") is not None:
+    if cfg.threads is not None:
         torch.set_num_threads(int(cfg.threads))
     augment = _augment_config(cfg)
 
     with tempfile.TemporaryDirectory(prefix="lesion_bench_data_") as tmp:
         root = Path(tmp) / "isic"
         start = time.perf_counter()
-        paths = write_sources(root, num_images, source_size, int(cfg.get("jpeg_quality", 90)), seed)
+        paths = write_sources(root, num_images, source_size, int(cfg.jpeg_quality), seed)
         write_s = time.perf_counter() - start
         dm = LesionDataModule(
             str(root), image_size=image_size, resize=resize, batch_size=batch_size, augment=augment,
-            val_fraction=0.0, test_fraction=0.0, cache_workers=cfg.get("cache_workers"),
+            val_fraction=0.0, test_fraction=0.0, cache_workers=cfg.cache_workers,
         )  # fmt: skip
         start = time.perf_counter()
         dm.prepare_data()
@@ -226,8 +226,8 @@ def run(cfg: DictConfig) -> dict:
             Path(tmp) / "builds",
             image_size,
             resize,
-            cfg.get("cache_workers"),
-            int(cfg.get("build_repeats", 2)),
+            cfg.cache_workers,
+            int(cfg.build_repeats),
         )
 
     rate = {(r["source"], r["workers"]): r["images_per_s"] for r in rows}
@@ -258,7 +258,7 @@ def run(cfg: DictConfig) -> dict:
     rows += [
         {
             "source": f"cache build {side} duplicate detection",
-            "workers": cfg.get("cache_workers"),
+            "workers": cfg.cache_workers,
             "images_per_s": ips,
         }
         for side, ips in (
@@ -271,7 +271,7 @@ def run(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    result = run(OmegaConf.load(Path(sys.argv[1] if len(sys.argv) > 1 else REPO / CONFIG)))
+    result = run(OmegaConf.load(Path(sys.argv[1]) if len(sys.argv) > 1 else CONF_DIR / "bench" / "data.yaml"))
     print({k: round(v, 3) if isinstance(v, float) else v for k, v in result["settings"].items()})
     for row in result["rows"]:
         print({k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()})

@@ -25,12 +25,12 @@ first into ``<out_dir>/pipeline`` (CPU minutes).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import hydra
@@ -38,16 +38,18 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 
+from lesion_lightning.data.generated import SamplesFolder
 from lesion_lightning.metrics.distribution import RELIABLE_N
 from lesion_lightning.metrics.generation import build_inception, read_images, sample_files
 from lesion_lightning.metrics.sample_quality import generation_metrics
 from lesion_lightning.metrics.utility import Task, class_fidelity
-from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint
-from lesion_lightning.modules.classifier_module import ClassifierModule, load_classifier, predict_proba
+from lesion_lightning.modules.checkpoints import PriorCheckpoint, VQVAECheckpoint, load_classifier
+from lesion_lightning.modules.classifier_module import ClassifierModule, predict_proba
 from lesion_lightning.modules.classifier_training import train_classifier
 from lesion_lightning.samples.config import sample_config as base_sample_config
 from lesion_lightning.samples.folder import sample_to_folder
-from lesion_lightning.utils.config import CONF_DIR
+from lesion_lightning.utils.config import compose_config
+from lesion_lightning.utils.labels import Classes
 from lesion_lightning.utils.run_folder import RunFolder
 from lesion_lightning.utils.runtime import pick_device
 
@@ -122,7 +124,8 @@ def real_classifiers(
             "model": models[0].hparams.net["name"],
         }
     c = cfg.classifier
-    model_cfg = OmegaConf.load(CONF_DIR / "model" / f"{c.model}.yaml")
+    # the model group as the utility command composes it (conf/model/<name>.yaml)
+    model_cfg = compose_config("utility", {"model": c.model}).model
     hp = dm.hparams
     model, trainer = train_classifier(
         dm.split_dataset("train", augment=True),
@@ -195,12 +198,8 @@ def _loader(dataset, batch_size: int, num_workers: int):
     return (batch["image"] for batch in loader)
 
 
-def run(cfg: DictConfig) -> dict:
-    weights = guidance_weights(cfg.guidance_weights)
-    if not isinstance(cfg.num_samples, int) or cfg.num_samples < 2:
-        raise SystemExit(f"{CONFIG}: num_samples must be an integer >= 2, got {cfg.num_samples!r}")
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def open_run(cfg: DictConfig, out_dir: Path, weights: list[float]):
+    """(run folder, prior checkpoint, its VQ-VAE, the VQ-VAE's datamodule), checked for guidance."""
     if cfg.run_dir:
         run_dir = Path(cfg.run_dir)
     else:
@@ -228,10 +227,85 @@ def run(cfg: DictConfig) -> dict:
         )
     dm = vqvae.build_datamodule(OmegaConf.to_container(cfg.get("data") or {}, resolve=True))
     class_names = list(dm.class_names)
-    if prior.class_names != class_names:
-        raise SystemExit(
-            f"the prior's classes {prior.class_names} differ from its VQ-VAE's data {class_names}"
-        )
+    try:
+        Classes.of(prior.class_names).require_same(class_names, "pass a run whose stages belong together")
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    return run_dir, prior_path, vqvae_path, dm
+
+
+@dataclass
+class Judges:
+    """What every weight's samples are measured with: the classifiers (and their real-test scores),
+    the feature extractor and the real split."""
+
+    classifiers: list[ClassifierModule]
+    real_probs: list[torch.Tensor]
+    test_labels: torch.Tensor
+    real_test: object
+    task: Task
+    class_names: list[str]
+    extractor: torch.nn.Module
+    extractor_name: str
+    eval_cfg: DictConfig
+    resamples: int
+    seed: int
+    bs: int
+    workers: int
+    device: torch.device
+
+
+def measure_weight(j: Judges, w: float, samples_dir: Path) -> tuple[dict, dict, dict]:
+    """(table row, bench.json per_weight entry, class fidelity) of one weight's samples."""
+    drawn = SamplesFolder.read(samples_dir)
+    files = sample_files(samples_dir)
+    labels = torch.as_tensor(drawn.class_indices(j.class_names), dtype=torch.long)
+    probs = [predict_proba(m, read_images(files, j.bs)) for m in j.classifiers]
+    fidelity = class_fidelity(probs, labels, j.real_probs, j.test_labels, j.task, j.resamples, j.seed)
+    generation = generation_metrics(
+        j.extractor,
+        j.extractor_name,
+        files,
+        j.real_test,
+        j.class_names,
+        j.eval_cfg,
+        samples_dir=samples_dir,
+        batch_size=j.bs,
+        num_workers=j.workers,
+        seed=j.seed,
+        device=j.device,
+    )
+    row: dict = {"guidance": w, "s_per_image": float(drawn.seconds_per_image)}
+    for name, entry in fidelity.items():
+        row[f"fidelity_{name}"] = entry["generated_accuracy"]
+        row[f"fidelity_{name}_ci"] = entry["generated_accuracy_ci"]
+        row[f"n_{name}"] = entry["n_generated"]
+    row.update({k: generation.get(k) for k in ("fid", "fid_ci", "precision", "recall")})
+    row.update(
+        {
+            "n_generated": generation["n_generated"],
+            "n_real": generation["n_real"],
+            "extractor": j.extractor_name,
+            "reliable": bool(generation["reliable"]),
+        }
+    )
+    entry = {
+        "samples_dir": str(samples_dir),
+        "fidelity": fidelity,
+        "generation": generation,
+        "label_counts": {n: int((labels == i).sum()) for i, n in enumerate(j.class_names)},
+    }
+    return row, entry, fidelity
+
+
+def run(cfg: DictConfig) -> dict:
+    weights = guidance_weights(cfg.guidance_weights)
+    if not isinstance(cfg.num_samples, int) or cfg.num_samples < 2:
+        raise SystemExit(f"{CONFIG}: num_samples must be an integer >= 2, got {cfg.num_samples!r}")
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir, prior_path, vqvae_path, dm = open_run(cfg, out_dir, weights)
+    class_names = list(dm.class_names)
     task = Task(tuple(class_names))
     device = pick_device(cfg.device)
     bs, workers = int(cfg.eval_batch_size), int(cfg.num_workers)
@@ -246,50 +320,29 @@ def run(cfg: DictConfig) -> dict:
     # an untimed warm-up draw, so the first timed weight does not pay for one-off allocations
     warmup = sample_to_folder(sample_config(cfg, prior_path, vqvae_path, max(weights), out_dir / "warmup", 8))
     shutil.rmtree(warmup)
+    judges = Judges(
+        classifiers,
+        real_probs,
+        test_labels,
+        real_test,
+        task,
+        class_names,
+        extractor,
+        extractor_name,
+        cfg.eval,
+        resamples,
+        seed,
+        bs,
+        workers,
+        device,
+    )
     rows, per_weight, fidelity = [], {}, {}
     for w in weights:
         samples_dir = sample_to_folder(
             sample_config(cfg, prior_path, vqvae_path, w, out_dir / f"samples_w{w:g}")
         )
-        meta = json.loads((samples_dir / "samples.json").read_text())
-        files = sample_files(samples_dir)
-        labels = torch.as_tensor(meta["label_indices"], dtype=torch.long)
-        probs = [predict_proba(m, read_images(files, bs)) for m in classifiers]
-        fidelity = class_fidelity(probs, labels, real_probs, test_labels, task, resamples, seed)
-        generation = generation_metrics(
-            extractor,
-            extractor_name,
-            files,
-            real_test,
-            class_names,
-            cfg.eval,
-            samples_dir=samples_dir,
-            batch_size=bs,
-            num_workers=workers,
-            seed=seed,
-            device=device,
-        )
-        row: dict = {"guidance": w, "s_per_image": float(meta["seconds_per_image"])}
-        for name, entry in fidelity.items():
-            row[f"fidelity_{name}"] = entry["generated_accuracy"]
-            row[f"fidelity_{name}_ci"] = entry["generated_accuracy_ci"]
-            row[f"n_{name}"] = entry["n_generated"]
-        row.update({k: generation.get(k) for k in ("fid", "fid_ci", "precision", "recall")})
-        row.update(
-            {
-                "n_generated": generation["n_generated"],
-                "n_real": generation["n_real"],
-                "extractor": extractor_name,
-                "reliable": bool(generation["reliable"]),
-            }
-        )
+        row, per_weight[f"{w:g}"], fidelity = measure_weight(judges, w, samples_dir)
         rows.append(row)
-        per_weight[f"{w:g}"] = {
-            "samples_dir": str(samples_dir),
-            "fidelity": fidelity,
-            "generation": generation,
-            "label_counts": {n: int((labels == i).sum()) for i, n in enumerate(class_names)},
-        }
     # the same classifiers on real test images: what a sampler whose lesions pass for real ones reaches
     reference = {"guidance": f"real {cfg.split} images"}
     for name, entry in fidelity.items():

@@ -46,7 +46,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
-from lesion_lightning.models.sampling import naive_step, sample_cached
+from lesion_lightning.models.sampling import SamplingOptions, naive_step, sample_cached
 from lesion_lightning.utils.runtime import pick_device
 
 CONFIG = "conf/bench/sampler.yaml"
@@ -165,7 +165,7 @@ def _time_pair(
         u = torch.rand(batch, generator=naive_gen, device=device)
         _sync(device)
         start = time.perf_counter()
-        naive_step(model, grid, labels, g // 2, g // 2, u, 1.0)
+        naive_step(model, grid, labels, g // 2, g // 2, u)
         _sync(device)
         return time.perf_counter() - start
 
@@ -219,7 +219,16 @@ def _cached_row_seconds(
     row_start[0] = time.perf_counter()
     try:
         gen = torch.Generator(device=device).manual_seed(seed)
-        sample_cached(model, batch, g, g, labels=labels, generator=gen, progress=progress, guidance=guidance)
+        sample_cached(
+            model,
+            batch,
+            g,
+            g,
+            labels=labels,
+            options=SamplingOptions(guidance=guidance),
+            generator=gen,
+            progress=progress,
+        )
     except _StopSampling:
         pass
     return times

@@ -9,7 +9,7 @@ Layout of an index dataset folder:
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
@@ -17,29 +17,69 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from lesion_lightning.utils.io import read_json_object
+
 MANIFEST = "manifest.json"
 SPLITS = ("train", "val", "test")
 
 
-def read_manifest(root: str | Path) -> dict:
-    path = Path(root) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: data.root must be an index dataset written by "
-            "`python -m lesion_lightning.encode vqvae_ckpt=PATH` (its output folder holds manifest.json)"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(
-            f"{path} is not readable JSON ({type(err).__name__}: {err}); re-run encode to rewrite this index dataset"
-        ) from err
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{path} is not an index-dataset manifest; re-run encode to rewrite it")
-    for key in ("grid_size", "num_codes", "splits", "class_names", "vqvae"):
-        if key not in manifest:
-            raise ValueError(f"{path} lacks `{key}`: re-run encode to rewrite this index dataset")
-    return manifest
+@dataclass(frozen=True)
+class IndexManifest:
+    """manifest.json of an index dataset, read once (its writer is `encode`); nobody else parses it."""
+
+    root: Path
+    grid_size: tuple[int, int]
+    num_codes: int
+    splits: dict[str, int]
+    class_names: list[str]
+    vqvae_checkpoint: str
+    vqvae_fingerprint: str
+
+    @classmethod
+    def read(cls, root: str | Path, source: str = "data.root") -> IndexManifest:
+        """`source` names the config key the folder came from, for the error messages."""
+        root = Path(root)
+        path = root / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{source}: {path} not found; pass an index dataset written by "
+                "`python -m lesion_lightning.encode vqvae_ckpt=PATH` (its output folder holds manifest.json)"
+            )
+        manifest = read_json_object(path, "re-run encode to rewrite this index dataset")
+        for key in ("grid_size", "num_codes", "splits", "class_names", "vqvae"):
+            if key not in manifest:
+                raise ValueError(f"{path} lacks `{key}`: re-run encode to rewrite this index dataset")
+        try:
+            vqvae = manifest["vqvae"]
+            return cls(
+                root=root,
+                grid_size=(int(manifest["grid_size"][0]), int(manifest["grid_size"][1])),
+                num_codes=int(manifest["num_codes"]),
+                splits={str(k): int(v) for k, v in manifest["splits"].items()},
+                class_names=[str(c) for c in manifest["class_names"]],
+                vqvae_checkpoint=str(vqvae["checkpoint"]),
+                vqvae_fingerprint=str(vqvae["fingerprint"]),
+            )
+        except (TypeError, KeyError, IndexError, ValueError, AttributeError) as err:
+            raise ValueError(
+                f"{path} is malformed ({type(err).__name__}: {err}); re-run encode to rewrite this index dataset"
+            ) from err
+
+    @staticmethod
+    def present(root: str | Path | None) -> bool:
+        """Whether `root` holds an index dataset's manifest (finished encode output)."""
+        return bool(root) and (Path(root) / MANIFEST).is_file()
+
+    def has_split(self, split: str) -> bool:
+        return self.splits.get(split, 0) > 0
+
+    def check_vqvae(self, fingerprint: str, vqvae: str = "the VQ-VAE checkpoint") -> None:
+        """Refuse an index dataset encoded by another VQ-VAE than `vqvae` (whose fingerprint is given)."""
+        if self.vqvae_fingerprint != fingerprint:
+            raise ValueError(
+                f"mismatched index dataset: {self.root} was encoded by VQ-VAE {self.vqvae_checkpoint}, "
+                f"not {vqvae}; pass the matching index_dir (or VQ-VAE checkpoint)"
+            )
 
 
 class IndexDataset(Dataset):
@@ -87,43 +127,42 @@ class IndexDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.manifest = read_manifest(root)
+        self.manifest = IndexManifest.read(root)
         self.root = Path(root)
         self.datasets: dict[str, IndexDataset] = {}
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.manifest["class_names"])
+        return list(self.manifest.class_names)
 
     @property
     def grid_size(self) -> tuple[int, int]:
-        return tuple(self.manifest["grid_size"])
+        return self.manifest.grid_size
 
     def model_defaults(self) -> dict:
         """What a prior trained on this data must agree with (see utils.config.fill_model_from_data)."""
         n = len(self.class_names)
         return {
             "net": {
-                "num_codes": int(self.manifest["num_codes"]),
+                "num_codes": self.manifest.num_codes,
                 "num_classes": n if n > 1 else 0,
                 "grid_size": list(self.grid_size),
             },
-            "vqvae_ckpt": self.manifest["vqvae"]["checkpoint"],
-            "vqvae_fingerprint": self.manifest["vqvae"]["fingerprint"],
+            "vqvae_ckpt": self.manifest.vqvae_checkpoint,
+            "vqvae_fingerprint": self.manifest.vqvae_fingerprint,
             "class_names": self.class_names,
             "index_dataset": str(self.root.resolve()),  # absolute: evaluate may run from elsewhere
         }
 
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:
-            if split not in self.datasets and self.manifest["splits"].get(split, 0) > 0:
+            if split not in self.datasets and self.manifest.has_split(split):
                 self.datasets[split] = IndexDataset(self.root, split)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
             raise ValueError(
-                f"the index dataset at {self.root} has no `{split}` split (manifest: "
-                f"{self.manifest['splits']})"
+                f"the index dataset at {self.root} has no `{split}` split (manifest: {self.manifest.splits})"
             )
         h = self.hparams
         return DataLoader(

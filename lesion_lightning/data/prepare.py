@@ -168,7 +168,7 @@ class DuplicateResult:
 def group_duplicates(
     records: list[Record], cache: Cache, threshold: float | None, mode: str
 ) -> DuplicateResult:
-    """Find duplicates among the readable records; ``mode`` group | drop | keep (see the README)."""
+    """Find duplicates among the readable records; ``mode`` group | drop | keep (see docs/data.md)."""
     readable = [i for i in range(len(records)) if i not in cache.bad]
     found = _load_or_find(cache, records, threshold)
     dropped: set[int] = set()

@@ -202,21 +202,20 @@ def load_pinned(
 
 
 def pinned_split(source: Mapping[str, Any] | str | Path) -> dict[str, str]:
-    """``{"split_file", "split_digest"}`` recorded in a VQ-VAE checkpoint or an index manifest, or ``{}``.
+    """``{"split_file", "split_digest"}`` recorded in a datamodule state dict or an index manifest, or ``{}``.
 
-    ``source``: a checkpoint dict (``ckpt["LesionDataModule"]``), a manifest dict, or the path of a
-    ``.ckpt`` / ``manifest.json`` / index-dataset folder.
+    ``source``: a state dict (``{"split_file", ...}``), a manifest dict, or the path of a
+    ``manifest.json`` / index-dataset folder. A checkpoint's pin: ``VQVAECheckpoint.pinned_split``.
     """
     if not isinstance(source, Mapping):
         path = Path(source)
         if path.is_dir():
             path = path / "manifest.json"
-        if path.suffix == ".json":
-            source = json.loads(path.read_text())
-        else:
-            import torch
-
-            source = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        if path.suffix != ".json":
+            raise ValueError(
+                f"{path}: pass a manifest.json or index-dataset folder (checkpoints: VQVAECheckpoint)"
+            )
+        source = json.loads(path.read_text())
     entry = source.get("LesionDataModule") or source
     if not isinstance(entry, Mapping) or not entry.get("split_file"):
         return {}

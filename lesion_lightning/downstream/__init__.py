@@ -13,7 +13,7 @@ Arms, each trained for the same number of steps, for every seed:
 Samples come from ``samples_dir`` (labels read from its samples.json) and, where it holds too few of a
 class, from the prior through ``lesion_lightning.samples`` (the cached sampler) into
 ``<out>/generated/<class>/``. The arm-(1) classifiers are saved as ``<out>/classifiers/real_seed<k>.ckpt``
-(load with :func:`lesion_lightning.modules.classifier_module.load_classifier`) and also score every
+(load with :func:`lesion_lightning.modules.checkpoints.load_classifier`) and also score every
 generated sample: class fidelity. Every finished (arm, seed) run is cached in ``<out>/runs/`` so an
 interrupted stage resumes where it stopped.
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lesion_lightning.data.generated import LabelledSamples, read_labelled_samples
+from lesion_lightning.data.generated import LabelledSamples, SamplesFolder
 from lesion_lightning.samples.config import sample_config
 from lesion_lightning.samples.folder import sample_to_folder
 
@@ -40,13 +40,9 @@ def gather_samples(
     pool: dict[str, list[Path]] = {c: [] for c in class_names}
     info: dict = {"samples_dir": None, "from_samples_dir": {}, "generated": {}}
     if cfg.samples_dir:
-        given = read_labelled_samples(cfg.samples_dir)
-        recorded = given.meta.get("vqvae_fingerprint")
-        if recorded and recorded != vqvae_fingerprint:
-            raise ValueError(
-                f"samples_dir={cfg.samples_dir} was decoded by another VQ-VAE than vqvae_ckpt={cfg.vqvae_ckpt} "
-                "(see its samples.json); pass the matching pair"
-            )
+        folder = SamplesFolder.read(cfg.samples_dir)
+        folder.check_vqvae(vqvae_fingerprint, f"vqvae_ckpt={cfg.vqvae_ckpt}")
+        given = folder.labelled()
         unknown = sorted(set(given.labels) - set(class_names))
         if unknown:
             raise ValueError(f"samples_dir={cfg.samples_dir} holds classes {unknown} the data does not have")
@@ -65,7 +61,7 @@ def gather_samples(
         if reused is None:
             log.info("generating %d %s samples into %s", short, c, target)
             sample_to_folder(_sample_config(cfg, c, short, seed, target))
-            reused = read_labelled_samples(target)
+            reused = SamplesFolder.read(target).labelled()
         pool[c] += reused.of_class(c)[:short]
         info["generated"][c] = short
     return pool, info
@@ -74,14 +70,13 @@ def gather_samples(
 def _reusable(target: Path, label: str, count: int, seed: int, cfg: DictConfig) -> LabelledSamples | None:
     """A previous attempt's generated folder, if this prior made it with this seed and temperature
     (the image of sample n depends on nothing else: not the batch size, device or sampler)."""
-    if not (target / "samples.json").is_file():
+    if not SamplesFolder.present(target):
         return None
-    found = read_labelled_samples(target)
-    settings = found.meta.get("settings") or {}
+    found = SamplesFolder.read(target)
     same = (
-        found.meta.get("pixelcnn_ckpt") == str(Path(cfg.pixelcnn_ckpt).resolve())
-        and settings.get("seed") == seed
-        and settings.get("temperature") == cfg.sampling.temperature
-        and len(found.of_class(label)) >= count
+        found.pixelcnn_ckpt == str(Path(cfg.pixelcnn_ckpt).resolve())
+        and found.settings.get("seed") == seed
+        and found.settings.get("temperature") == cfg.sampling.temperature
+        and len(found.labelled().of_class(label)) >= count
     )
-    return found if same else None
+    return found.labelled() if same else None

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision.utils import make_grid
 
+from lesion_lightning.data.generated import SamplesFolder
 from lesion_lightning.metrics.distribution import per_class, set_metrics, skipped_classes
 from lesion_lightning.metrics.generation import extract_features, read_images
 from lesion_lightning.metrics.memorization import (
@@ -47,25 +47,16 @@ def real_subset(num_images: int, max_real: int | None, seed: int) -> np.ndarray:
 def sample_class_indices(
     samples_dir: str | Path, class_names: list[str], num_files: int
 ) -> np.ndarray | None:
-    """The class index each sample was drawn for (samples.json), or None for unconditional samples."""
-    meta_path = Path(samples_dir) / "samples.json"
-    if not meta_path.is_file():
+    """The class index each sample was drawn for (its samples.json), or None for unconditional samples
+    (or a bare folder of PNGs without samples.json)."""
+    if not SamplesFolder.present(samples_dir):
         return None
-    meta = json.loads(meta_path.read_text())
-    indices = meta.get("label_indices")
-    if indices is None:
-        names = meta.get("labels") or []
-        if not names or any(n is None for n in names):
-            return None
-        unknown = sorted({n for n in names if n not in class_names})
-        if unknown:
-            raise ValueError(
-                f"{meta_path}: labels {unknown} are not classes of the evaluated data {class_names}"
-            )
-        indices = [class_names.index(n) for n in names]
-    if len(indices) != num_files:
-        raise ValueError(f"{meta_path} records {len(indices)} labels for {num_files} sample files")
-    return np.asarray(indices, dtype=np.int64)
+    folder = SamplesFolder.read(samples_dir)
+    if len(folder.files) != num_files:
+        raise ValueError(
+            f"{samples_dir}/samples.json records {len(folder.files)} samples for {num_files} sample files"
+        )
+    return folder.class_indices(class_names)
 
 
 def _loader(dataset, rows: np.ndarray, batch_size: int, num_workers: int) -> DataLoader:
@@ -75,15 +66,15 @@ def _loader(dataset, rows: np.ndarray, batch_size: int, num_workers: int) -> Dat
 
 
 def set_metric_options(eval_cfg, seed: int, device: torch.device | str, extractor_name: str) -> dict:
-    """set_metrics' keyword arguments from the `eval` config group (conf/evaluate.yaml documents them)."""
+    """set_metrics' keyword arguments from the `eval` config group (conf/eval/default.yaml documents them)."""
     return {
         "feature_extractor": extractor_name,
         "kid_subset_size": int(eval_cfg.kid_subset_size),
         "kid_subsets": int(eval_cfg.kid_subsets),
-        "num_bootstrap": int(eval_cfg.get("kid_bootstrap", 200)),
-        "fid_splits": int(eval_cfg.get("fid_splits", 10)),
-        "prc_k": int(eval_cfg.get("prc_k", 3)),
-        "prc_repeats": int(eval_cfg.get("prc_repeats", 10)),
+        "num_bootstrap": int(eval_cfg.kid_bootstrap),
+        "fid_splits": int(eval_cfg.fid_splits),
+        "prc_k": int(eval_cfg.prc_k),
+        "prc_repeats": int(eval_cfg.prc_repeats),
         "seed": seed,
         "device": device,
     }
@@ -107,7 +98,7 @@ def generation_metrics(
     """The generation section; `cache` receives the features for the memorization section."""
     fake = extract_features(extractor, read_images(files, batch_size), device)
     size = tuple(next(read_images(files[:1], 1)).shape[-2:])
-    rows = real_subset(len(real_dataset), eval_cfg.get("max_real"), seed)
+    rows = real_subset(len(real_dataset), eval_cfg.max_real, seed)
     loader = _loader(real_dataset, rows, batch_size, num_workers)
     # real images resized (if needed) to the samples' size, so both sides see the same resolution
     real = extract_features(extractor, (b["image"] for b in loader), device, size=size)
@@ -130,7 +121,7 @@ def generation_metrics(
         }
     )
     fake_labels = sample_class_indices(samples_dir, class_names, len(files))
-    if fake_labels is not None and eval_cfg.get("per_class", True) and len(class_names) > 1:
+    if fake_labels is not None and eval_cfg.per_class and len(class_names) > 1:
         real_labels = np.asarray(real_dataset.labels)[rows]
         section["per_class"] = per_class(real, real_labels, fake, fake_labels, class_names, **options)
         # classes with < MIN_CLASS_REAL real images: no row, but listed (the report prints them)
@@ -166,10 +157,10 @@ def memorization_metrics(
     """Code-space memorization always; feature-space too when `cache` holds the generation features."""
     from lesion_lightning.data.indices import IndexDataset
 
-    mem_cfg = eval_cfg.get("memorization") or {}
-    percentile = float(mem_cfg.get("percentile", 1.0))
-    num_pairs = int(mem_cfg.get("num_pairs", 8))
-    num_bootstrap = int(eval_cfg.get("bootstrap", 1000))
+    mem_cfg = eval_cfg.memorization
+    percentile = float(mem_cfg.percentile)
+    num_pairs = int(mem_cfg.num_pairs)
+    num_bootstrap = int(eval_cfg.bootstrap)
     files = sorted(Path(samples_dir).glob("sample_*.png"))
     grids_path = Path(samples_dir) / "indices.npy"
     if not grids_path.is_file():
@@ -210,8 +201,8 @@ def memorization_metrics(
         {"sample": files[i].name, "train_row": int(gen_row[i]), "distance": float(gen_dist[i])} for i in pairs
     ]
 
-    if cache and "fake" in cache and mem_cfg.get("features", True):
-        rows = real_subset(len(train_dataset), mem_cfg.get("max_train"), seed)
+    if cache and "fake" in cache and mem_cfg.features:
+        rows = real_subset(len(train_dataset), mem_cfg.max_train, seed)
         loader = _loader(train_dataset, rows, batch_size, num_workers)
         train_feats = extract_features(
             cache["extractor"], (b["image"] for b in loader), device, size=cache["size"]

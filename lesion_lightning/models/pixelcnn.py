@@ -32,10 +32,14 @@ samplers in sampling.py run both label streams as one batch.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+if TYPE_CHECKING:  # sampling.py imports this module (for its types); generate imports it lazily
+    from lesion_lightning.models.sampling import SamplingOptions
 
 
 def shift_down(x: torch.Tensor) -> torch.Tensor:
@@ -317,17 +321,14 @@ class GatedPixelCNN(nn.Module):
         height: int,
         width: int,
         labels: torch.Tensor | None = None,
-        temperature: float = 1.0,
+        options: SamplingOptions | None = None,
         generator: torch.Generator | None = None,
         progress: Callable[[int, int], None] | None = None,
         method: str = "cached",
         uniforms: torch.Tensor | None = None,
-        guidance: float = 0.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
     ) -> torch.Tensor:
-        """Sample (batch_size, height, width) code grids; see lesion_lightning.models.sampling."""
-        from lesion_lightning.models.sampling import sample
+        """Sample (batch_size, height, width) code grids; `options` a sampling.SamplingOptions (None: plain)."""
+        from lesion_lightning.models.sampling import PLAIN, sample
 
         return sample(
             self,
@@ -335,12 +336,9 @@ class GatedPixelCNN(nn.Module):
             height,
             width,
             labels=labels,
-            temperature=temperature,
+            options=PLAIN if options is None else options,
             generator=generator,
             progress=progress,
             method=method,
             uniforms=uniforms,
-            guidance=guidance,
-            top_k=top_k,
-            top_p=top_p,
         )

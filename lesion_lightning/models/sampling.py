@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -55,6 +56,25 @@ from lesion_lightning.utils.precision import ieee_float32
 ProgressFn = Callable[[int, int], None]
 
 
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How each code is drawn, the same for every sampler layer: softmax(logits / temperature) after
+    classifier-free guidance w (0 = off) and top_k / top_p truncation (None = off)."""
+
+    temperature: float = 1.0
+    guidance: float = 0.0
+    top_k: int | None = None
+    top_p: float | None = None
+
+    @property
+    def streams(self) -> int:
+        """Network rows per grid: 2 when guided ([conditional, "no class"] as one batch), else 1."""
+        return 2 if self.guidance else 1
+
+
+PLAIN = SamplingOptions()
+
+
 # ------------------------------------------------------------------------------------ helpers
 def _check_request(
     model: GatedPixelCNN,
@@ -62,12 +82,12 @@ def _check_request(
     height: int,
     width: int,
     labels,
-    temperature: float,
-    guidance: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    options: SamplingOptions,
 ) -> torch.Tensor | None:
     """Validate a sampling request; returns the labels of the network's streams ((2B,) when guided)."""
+    if not isinstance(options, SamplingOptions):
+        raise TypeError(f"sampling: options must be a SamplingOptions, got {type(options).__name__}")
+    temperature, guidance = options.temperature, options.guidance
     if not hasattr(model, "check_grid") or not hasattr(model, "layers"):
         raise TypeError(f"sampling: model must be a GatedPixelCNN, got {type(model).__name__}")
     for name, value in (("batch_size", batch_size), ("height", height), ("width", width)):
@@ -78,7 +98,7 @@ def _check_request(
         raise ValueError(
             f"sampling: temperature must be a number > 0 (1.0 = the model's own distribution), got {temperature!r}"
         )
-    check_truncation(top_k, top_p)
+    check_truncation(options.top_k, options.top_p)
     labels = model.check_labels(labels, batch_size)
     check_guidance(model, guidance)
     return stream_labels(model, labels, guidance)
@@ -215,20 +235,17 @@ def naive_step(
     i: int,
     j: int,
     u: torch.Tensor,
-    temperature: float,
-    guidance: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
+    options: SamplingOptions = PLAIN,
 ) -> torch.Tensor:
     """One naive position: a full forward pass over the whole grid, keep the logits at (i, j), draw.
 
     ``labels`` are the network's stream labels (``stream_labels``): (2B,) when guided, and then the
     (B, H, W) grid runs twice, as one batch.
     """
-    grids = grid if guidance == 0 else torch.cat([grid, grid])  # (streams * B, H, W)
+    grids = grid if options.streams == 1 else torch.cat([grid, grid])  # (streams * B, H, W)
     x = model.embedding(grids).permute(0, 3, 1, 2)  # (B', H, W) -> (B', C, H, W)
     logits = model.logits_from_embeddings(x, labels)[:, :, i, j]  # (B', K)
-    return draw(guide(logits, guidance), u, temperature, top_k, top_p)
+    return draw(guide(logits, options.guidance), u, options.temperature, options.top_k, options.top_p)
 
 
 @ieee_float32()  # logits in IEEE float32 whatever the global TF32 setting
@@ -239,24 +256,19 @@ def sample_naive(
     height: int,
     width: int,
     labels: torch.Tensor | None = None,
-    temperature: float = 1.0,
+    options: SamplingOptions = PLAIN,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
     uniforms: torch.Tensor | None = None,
-    guidance: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
 ) -> torch.Tensor:
     """Reference sampler: H*W full forward passes. Exact but O((HW)^2); use for checks only."""
-    labels = _check_request(model, batch_size, height, width, labels, temperature, guidance, top_k, top_p)
+    labels = _check_request(model, batch_size, height, width, labels, options)
     device = _device(model)
     u_at = _uniform_source(uniforms, generator, batch_size, height, width, device)
     grid = torch.zeros(batch_size, height, width, dtype=torch.long, device=device)
     for i in range(height):
         for j in range(width):
-            grid[:, i, j] = naive_step(
-                model, grid, labels, i, j, u_at(i, j), temperature, guidance, top_k, top_p
-            )
+            grid[:, i, j] = naive_step(model, grid, labels, i, j, u_at(i, j), options)
         if progress is not None:
             progress(i + 1, height)
     return grid
@@ -445,25 +457,24 @@ def sample_cached(
     height: int,
     width: int,
     labels: torch.Tensor | None = None,
-    temperature: float = 1.0,
+    options: SamplingOptions = PLAIN,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
     uniforms: torch.Tensor | None = None,
-    guidance: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
 ) -> torch.Tensor:
     """Fast exact sampler: cached activations, one network column per position. Returns (B, H, W) long."""
-    labels = _check_request(model, batch_size, height, width, labels, temperature, guidance, top_k, top_p)
+    labels = _check_request(model, batch_size, height, width, labels, options)
     u_at = _uniform_source(uniforms, generator, batch_size, height, width, _device(model))
 
     def choose(i: int, j: int, logits: torch.Tensor) -> torch.Tensor:
-        return draw(guide(logits, guidance), u_at(i, j), temperature, top_k, top_p)
+        return draw(
+            guide(logits, options.guidance), u_at(i, j), options.temperature, options.top_k, options.top_p
+        )
 
     # inference_mode trims per-op bookkeeping; clone outside it so callers get an ordinary tensor.
     with torch.inference_mode():
         grid = _cached_run(
-            model, batch_size, height, width, labels, choose, progress, streams=2 if guidance else 1
+            model, batch_size, height, width, labels, choose, progress, streams=options.streams
         )
     return grid.clone()
 
@@ -503,20 +514,17 @@ def sample(
     height: int,
     width: int,
     labels: torch.Tensor | None = None,
-    temperature: float = 1.0,
+    options: SamplingOptions = PLAIN,
     generator: torch.Generator | None = None,
     progress: ProgressFn | None = None,
     method: str = "cached",
     uniforms: torch.Tensor | None = None,
-    guidance: float = 0.0,
-    top_k: int | None = None,
-    top_p: float | None = None,
 ) -> torch.Tensor:
     """Sample (B, H, W) code grids with ``method`` = "cached" (default, fast) or "naive" (reference).
 
     ``uniforms`` (B, H, W) in [0, 1), if given, replaces the generator's draws: one stream per grid,
-    so a grid does not depend on which batch it was sampled in. ``guidance`` w > 0: classifier-free
-    guidance (needs a prior trained with model.cond_dropout > 0); ``top_k`` / ``top_p``: truncation.
+    so a grid does not depend on which batch it was sampled in. ``options``: temperature,
+    classifier-free guidance (needs a prior trained with model.cond_dropout > 0) and truncation.
     """
     if method not in SAMPLERS:
         raise ValueError(f"sampling: unknown method {method!r}; choose one of {sorted(SAMPLERS)}")
@@ -526,13 +534,10 @@ def sample(
         height,
         width,
         labels=labels,
-        temperature=temperature,
+        options=options,
         generator=generator,
         progress=progress,
         uniforms=uniforms,
-        guidance=guidance,
-        top_k=top_k,
-        top_p=top_p,
     )
 
 
@@ -540,25 +545,41 @@ def sample(
 MAX_AUTO_BATCH = 256
 
 
+def bytes_per_grid(model: GatedPixelCNN, height: int, width: int, streams: int = 1) -> int:
+    """Memory the cached sampler holds per requested grid: per stream (2 with guidance: the conditional
+    and the "no class" rows run as one batch of 2B) a few rows of activations per layer plus one
+    position's logits, and once per grid the code grid itself (long) and its uniforms."""
+    per_stream = (
+        model.num_layers * (model.kernel_size // 2 + 4) * width * 4 * model.channels + 4 * model.num_codes
+    )
+    return 4 * (streams * per_stream + 2 * height * width)
+
+
 def auto_batch_size(
-    model: GatedPixelCNN, height: int, width: int, num_samples: int, device: torch.device
+    model: GatedPixelCNN,
+    height: int,
+    width: int,
+    num_samples: int,
+    device: torch.device,
+    options: SamplingOptions = PLAIN,
+    budget: int | None = None,
 ) -> int:
     """As many grids per sampling batch as the memory budget allows (bigger batches amortise each step).
 
-    The cached sampler holds, per grid, a few rows of activations per layer plus one position's
-    logits; budget half the free GPU memory, or a quarter of the free RAM (at most 8 GiB) on CPU.
+    Budget (bytes): half the free GPU memory, or a quarter of the free RAM (at most 8 GiB) on CPU.
+    Guidance (w > 0) doubles the streams, so it halves the batch.
     """
-    per_grid = 4 * (
-        model.num_layers * (model.kernel_size // 2 + 4) * width * 4 * model.channels
-        + 4 * model.num_codes
-        + 2 * height * width
-    )
-    if device.type == "cuda":
-        budget = torch.cuda.mem_get_info(device)[0] // 2
-    else:
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError):  # pragma: no cover - non-POSIX
-            avail = 4 << 30
-        budget = min(avail // 4, 8 << 30)
+    per_grid = bytes_per_grid(model, height, width, streams=options.streams)
+    if budget is None:
+        budget = memory_budget(device)
     return int(max(1, min(num_samples, MAX_AUTO_BATCH, budget // per_grid)))
+
+
+def memory_budget(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
+    try:
+        avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):  # pragma: no cover - non-POSIX
+        avail = 4 << 30
+    return min(avail // 4, 8 << 30)

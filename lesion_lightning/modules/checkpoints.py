@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import lightning as L
 import torch
 
+from lesion_lightning.modules.classifier_module import ClassifierModule
 from lesion_lightning.modules.pixelcnn_module import PixelCNNModule
 from lesion_lightning.modules.vqvae_module import VQVAEModule
 
@@ -100,6 +101,13 @@ class StageCheckpoint(Generic[ModuleT]):
     def split_file(self) -> str | None:
         """The split file the datamodule used (None in older checkpoints)."""
         return (self._ckpt.get(DATAMODULE_STATE_KEY) or {}).get("split_file")
+
+    @property
+    def pinned_split(self) -> dict[str, str]:
+        """``{"split_file", "split_digest"}`` the datamodule recorded (``{}`` in older checkpoints)."""
+        if not self.split_file:
+            return {}
+        return {"split_file": str(self.split_file), "split_digest": str(self.split_digest or "")}
 
 
 class VQVAECheckpoint(StageCheckpoint[VQVAEModule]):
@@ -187,6 +195,30 @@ class PriorCheckpoint(StageCheckpoint[PixelCNNModule]):
 
 
 # ---------------------------------------------------------------------------- one-call shortcuts
+class ClassifierCheckpoint(StageCheckpoint[ClassifierModule]):
+    """A downstream classifier (the utility stage's arm-(1) ones: <utility out>/classifiers/)."""
+
+    module_class = ClassifierModule
+    default_key = "classifier_ckpt"
+
+    @property
+    def class_names(self) -> list[str]:
+        """The column order of its probabilities."""
+        return list(self._hparams["class_names"])
+
+    def load_module(self, device: str | torch.device = "cpu") -> ClassifierModule:
+        """In eval mode; never re-reads the ImageNet weights it may have started from."""
+        module = ClassifierModule.load_from_checkpoint(
+            io.BytesIO(self._bytes), map_location=device, pretrained_weights=None
+        )
+        return module.eval()
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> ClassifierModule:
+    """A trained ClassifierModule from its checkpoint, in eval mode."""
+    return ClassifierCheckpoint(path).load_module(device)
+
+
 def load_vqvae(path: str | Path, device: str | torch.device = "cpu", key: str = "vqvae_ckpt") -> VQVAEModule:
     """VQVAEModule from a Lightning checkpoint, in eval mode; clear error for the wrong kind."""
     return VQVAECheckpoint(path, key).load_module(device)

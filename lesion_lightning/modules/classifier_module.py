@@ -4,7 +4,8 @@ The downstream-utility stage (``python -m lesion_lightning.utility``) trains the
 lesions and saves the real-data ones as ``<out>/classifiers/real_seed<k>.ckpt``. To score other images
 with one (e.g. the class fidelity of guided samples)::
 
-    from lesion_lightning.modules.classifier_module import load_classifier, predict_proba
+    from lesion_lightning.modules.checkpoints import load_classifier
+    from lesion_lightning.modules.classifier_module import predict_proba
     clf = load_classifier("<utility out>/classifiers/real_seed0.ckpt")
     probs = predict_proba(clf, images)  # images: (N, 3, S, S) float in [0, 1] -> (N, C) probabilities
     clf.hparams.class_names             # column order of probs
@@ -13,7 +14,6 @@ with one (e.g. the class fidelity of guided samples)::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -97,21 +97,6 @@ class ClassifierModule(LesionModule):
 
     def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
         return self(batch["image"]).softmax(-1)
-
-
-def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> ClassifierModule:
-    """A trained ClassifierModule from its checkpoint, in eval mode (never re-reads ImageNet weights)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"classifier checkpoint {path} does not exist (see <utility out>/classifiers/)"
-        )
-    kind = torch.load(path, map_location="cpu", weights_only=True, mmap=True).get("lesion_lightning", {})
-    if kind.get("module") != "ClassifierModule":
-        raise ValueError(
-            f"{path} is a {kind.get('module') or 'non-lesion_lightning'} checkpoint, not a classifier"
-        )
-    return ClassifierModule.load_from_checkpoint(path, map_location=device, pretrained_weights=None).eval()
 
 
 def prepare_images(images: Tensor, normalization: str) -> Tensor:

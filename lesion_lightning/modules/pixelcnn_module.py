@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
 from lesion_lightning.models.pixelcnn import GatedPixelCNN
+from lesion_lightning.models.sampling import SamplingOptions
 from lesion_lightning.modules.base import LesionModule
 
 
@@ -105,7 +106,6 @@ class PixelCNNModule(LesionModule):
         h, w = batch["indices"].shape[-2:]
         labels = (torch.arange(n, device=self.device) % self.net.num_classes) if self.conditional else None
         g = torch.Generator(device=self.device).manual_seed(0)
-        grids = self.net.generate(
-            n, h, w, labels=labels, temperature=self.hparams.sample_temperature, generator=g
-        )
+        options = SamplingOptions(temperature=self.hparams.sample_temperature)
+        grids = self.net.generate(n, h, w, labels=labels, options=options, generator=g)
         return {"samples": (grids, n)}

@@ -8,6 +8,7 @@ import json
 import math
 from pathlib import Path
 
+from lesion_lightning.data.generated import SamplesFolder
 from lesion_lightning.utils.run_folder import PIPELINE_JSON, STAGES, PipelineRecord, RunFolder, grid_side
 
 
@@ -57,6 +58,14 @@ def read_utility(folder: RunFolder) -> tuple[dict | None, str | None]:
     return data, None
 
 
+def _seconds_per_image(folder: RunFolder, notes: list[str]) -> float | None:
+    try:
+        return SamplesFolder.read(folder.samples_dir, "sample stage").seconds_per_image
+    except (OSError, ValueError) as err:
+        notes.append(f"samples.json unreadable ({err})")
+        return None
+
+
 def _read_record(path: Path, notes: list[str]) -> PipelineRecord:
     try:
         return PipelineRecord.read(path)
@@ -87,10 +96,8 @@ def collect_run(pipeline_path: Path) -> dict:
         if stage_info["evaluate"]["status"] == "done"
         else None
     )
-    samples = (
-        _read_json(folder.samples_json, "samples.json", notes)
-        if stage_info["sample"]["status"] == "done"
-        else None
+    seconds_per_image = (
+        _seconds_per_image(folder, notes) if stage_info["sample"]["status"] == "done" else None
     )
     recon = (metrics or {}).get("reconstruction") or {}
     prior = (metrics or {}).get("prior") or {}
@@ -166,7 +173,7 @@ def collect_run(pipeline_path: Path) -> dict:
         "intervals": intervals,
         "memorized": memorized,
         "generation_skipped": bool(generation.get("skipped")),
-        "seconds_per_image": number(samples, "seconds_per_image"),
+        "seconds_per_image": seconds_per_image,
         "reconstructions": picture(folder.reconstructions),
         "samples_grid": picture(folder.samples_grid),
         "memorization_picture": picture(folder.memorization_picture),

@@ -1,21 +1,16 @@
-"""The sample command's config for a library caller: conf/sample.yaml with the caller's keys on top, as
-`python -m lesion_lightning.sample key=value ...` would get them (no Hydra run folder: the caller names
-`out_dir`)."""
+"""The sample command's config for a library caller: conf/sample.yaml composed by Hydra with the
+caller's keys as overrides, as `python -m lesion_lightning.sample key=value ...` would get them (no Hydra
+run folder: the caller names `out_dir`)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from lesion_lightning.utils.config import CONF_DIR
+from lesion_lightning.utils.config import compose_config
 
 
-def sample_config(**overrides: Any) -> DictConfig:
-    """conf/sample.yaml's own keys (no defaults list) with `overrides` merged on top."""
-    base = OmegaConf.load(CONF_DIR / "sample.yaml")
-    base.pop("defaults", None)
-    unknown = sorted(set(overrides) - set(base))
-    if unknown:
-        raise KeyError(f"{unknown} are not keys of conf/sample.yaml ({sorted(base)})")
-    return OmegaConf.merge(base, overrides)
+def sample_config(**values: Any) -> DictConfig:
+    """conf/sample.yaml with `values` on top; an unknown key is Hydra's clear error."""
+    return compose_config("sample", values)

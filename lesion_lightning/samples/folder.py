@@ -16,11 +16,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from lesion_lightning.models.sampling import auto_batch_size
+from lesion_lightning.data.generated import SAMPLES_JSON
+from lesion_lightning.models.sampling import SamplingOptions, auto_batch_size
 from lesion_lightning.modules.checkpoints import PriorCheckpoint
-from lesion_lightning.utils.grid import captioned_grid
+from lesion_lightning.utils.grid import captioned_grid, grid_selection
 from lesion_lightning.utils.io import atomic_write_json, save_png
-from lesion_lightning.utils.labels import sample_labels
+from lesion_lightning.utils.labels import Classes, sample_labels
 from lesion_lightning.utils.runtime import pick_device, publish_dir
 
 log = logging.getLogger(__name__)
@@ -52,12 +53,10 @@ def resolve_label(
         if record is not None:
             record.update(how)
         return torch.from_numpy(drawn).to(device)
-    if isinstance(label, str) and label in names:
-        idx = names.index(label)
-    elif isinstance(label, int) and 0 <= label < pixelcnn.net.num_classes:
-        idx = label
-    else:
-        raise ValueError(f"label={label!r} is not one of this prior's classes {names}")
+    known = (
+        names if len(names) == pixelcnn.net.num_classes else [str(c) for c in range(pixelcnn.net.num_classes)]
+    )
+    idx = Classes.of(known).index(label, "label")
     return torch.full((n,), idx, dtype=torch.long, device=device)
 
 
@@ -110,14 +109,20 @@ def sample_to_folder(cfg: DictConfig) -> Path:
         prior.index_dataset,
     )
 
+    options = SamplingOptions(float(cfg.temperature), float(cfg.guidance), cfg.top_k, cfg.top_p)
     batch_size = (
-        auto_batch_size(pixelcnn.net, h, w, cfg.num_samples, device)
+        auto_batch_size(pixelcnn.net, h, w, cfg.num_samples, device, options)
         if cfg.batch_size == "auto"
         else int(cfg.batch_size)
     )
     out_dir = Path(cfg.out_dir)
     num_batches = math.ceil(cfg.num_samples / batch_size)
-    files, images, grid_list, label_names = [], [], [], []
+    files, grid_list, label_names = [], [], []
+    # grid.png's tiles, chosen up front so only those images stay in memory (not all of them)
+    tiles, per_row = grid_selection(
+        int(cfg.num_samples), labels_all.tolist() if labels_all is not None else None, int(cfg.seed)
+    )
+    shown = {i: None for i in tiles if i is not None}
     start = time.perf_counter()
     with (
         publish_dir(out_dir, overwrite=cfg.overwrite, what="samples") as tmp,
@@ -131,13 +136,10 @@ def sample_to_folder(cfg: DictConfig) -> Path:
                 h,
                 w,
                 labels=labels,
-                temperature=cfg.temperature,
+                options=options,
                 uniforms=sample_uniforms(int(cfg.seed), range(lo, hi), h, w),
                 progress=lambda *_: bar.update(1),
                 method=cfg.sampler,
-                guidance=float(cfg.guidance),
-                top_k=cfg.top_k,
-                top_p=cfg.top_p,
             )
             # decode a few at a time: full-resolution decoder activations dwarf the code grids
             batch_images = torch.cat(
@@ -146,20 +148,23 @@ def sample_to_folder(cfg: DictConfig) -> Path:
             for i, image in enumerate(batch_images):
                 files.append(save_png(image, tmp / f"sample_{lo + i:04d}.png").name)
                 label_names.append(names[int(labels[i])] if labels is not None and names else None)
-            images.append(batch_images)
+                if lo + i in shown:
+                    shown[lo + i] = image
             grid_list.append(grids.cpu())
         seconds = time.perf_counter() - start
-        images_t = torch.cat(images)
+        image_size = list(batch_images.shape[-2:])
         # the sampled code grids, for the memorization check against the train split's grids
         np.save(tmp / "indices.npy", torch.cat(grid_list).numpy().astype(np.uint16))
-        save_png(
-            captioned_grid(
-                images_t, tile_captions(label_names, float(cfg.guidance)), nrow=min(8, len(images_t))
-            ),
-            tmp / "grid.png",
+        blank = torch.ones_like(batch_images[0])
+        captions = tile_captions(
+            [label_names[i] if i is not None else None for i in tiles], float(cfg.guidance)
         )
+        if captions is not None:  # a blank tile gets no caption
+            captions = [c if i is not None else "" for c, i in zip(captions, tiles, strict=True)]
+        grid = torch.stack([shown[i] if i is not None else blank for i in tiles])
+        save_png(captioned_grid(grid, captions, nrow=per_row), tmp / "grid.png")
         atomic_write_json(
-            tmp / "samples.json",
+            tmp / SAMPLES_JSON,
             {
                 "pixelcnn_ckpt": str(Path(cfg.pixelcnn_ckpt).resolve()),
                 "vqvae_ckpt": str(Path(vqvae_ckpt.path).resolve()),
@@ -167,7 +172,8 @@ def sample_to_folder(cfg: DictConfig) -> Path:
                 "settings": OmegaConf.to_container(cfg, resolve=True),
                 "grid_size": [h, w],
                 "batch_size": batch_size,
-                "image_size": list(images_t.shape[-2:]),
+                "image_size": image_size,
+                "grid_png": {"tiles": tiles, "per_row": per_row},
                 "device": str(device),
                 "seconds": seconds,
                 "seconds_per_image": seconds / cfg.num_samples,

@@ -52,3 +52,41 @@ def captioned_grid(
 def grid_image(images: torch.Tensor, captions: list[str] | None, nrow: int = 8) -> Image.Image:
     """captioned_grid as a PIL image (for tests and notebooks)."""
     return Image.fromarray(to_uint8_hwc(captioned_grid(images, captions, nrow)))
+
+
+MAX_TILES = 64
+PER_ROW = 8
+
+
+def grid_selection(
+    num_samples: int,
+    labels: list[int] | None,
+    seed: int,
+    max_tiles: int = MAX_TILES,
+    per_row: int = PER_ROW,
+) -> tuple[list[int | None], int]:
+    """Which samples grid.png shows: (sample indices in tile order, None = a blank tile; tiles per row).
+
+    A seeded draw without replacement, at most `max_tiles` tiles: unconditional samples fill rows of
+    `per_row`; labelled samples get one row per class (in class order, classes without samples left
+    out), each row the class's draw padded with blanks, so a row never mixes classes. The same seed and
+    labels give the same selection, however the samples were batched.
+    """
+    if num_samples < 1:
+        raise ValueError("grid_selection: no samples")
+    rng = np.random.default_rng([seed, 7])  # its own stream: independent of the sampling draws
+    if labels is None:
+        take = min(num_samples, max_tiles)
+        return sorted(rng.choice(num_samples, size=take, replace=False).tolist()), min(per_row, take)
+    if len(labels) != num_samples:
+        raise ValueError(f"grid_selection: {len(labels)} labels for {num_samples} samples")
+    classes = sorted(set(int(c) for c in labels))
+    cols = max(1, min(per_row, max_tiles // len(classes)))
+    classes = classes[: max(1, max_tiles // cols)]  # more classes than rows fit: the first ones
+    members = np.asarray(labels)
+    tiles: list[int | None] = []
+    for c in classes:
+        of_class = np.flatnonzero(members == c)
+        pick = sorted(rng.choice(of_class, size=min(cols, len(of_class)), replace=False).tolist())
+        tiles += pick + [None] * (cols - len(pick))
+    return tiles, cols

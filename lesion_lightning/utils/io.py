@@ -63,6 +63,17 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def read_json_object(path: Path, remedy: str) -> dict:
+    """A hand-off file's JSON object; ValueError naming the file and `remedy` (what to do) otherwise."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{path} is not readable JSON ({type(err).__name__}: {err}); {remedy}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object; {remedy}")
+    return data
+
+
 def to_uint8_hwc(image: torch.Tensor):
     """(3, H, W) float in [0, 1] -> (H, W, 3) uint8 numpy."""
     return (image.detach().float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()

@@ -8,11 +8,45 @@ Counts are allocated exactly (largest remainder of n * p), then put in a seeded 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 DISTRIBUTIONS = ("train", "uniform")
+
+
+@dataclass(frozen=True)
+class Classes:
+    """A model's classes in index order: a class given by name or by index -> its index, and the check
+    that a prior's classes are the data's (the one place both are spelled)."""
+
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, names: Sequence[str]) -> Classes:
+        return cls(tuple(str(n) for n in names))
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def index(self, label: str | int, key: str = "label") -> int:
+        """`label` (a class name, or an index in range) -> its index; ValueError naming `key` otherwise."""
+        if isinstance(label, str) and label in self.names:
+            return self.names.index(label)
+        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(self.names):
+            return label
+        raise ValueError(f"{key}={label!r} is not one of this prior's classes {list(self.names)}")
+
+    def require_same(
+        self, data: Sequence[str], what: str = "pass checkpoints from the same pipeline run"
+    ) -> None:
+        """Refuse data whose classes differ from these (the prior's): indices would mean other classes."""
+        if list(self.names) != list(data):
+            raise ValueError(
+                f"the PixelCNN was trained on classes {list(self.names)}, the VQ-VAE's data has {list(data)}: {what}"
+            )
 
 
 def allocate(probs: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -58,15 +92,14 @@ def sample_labels(
     elif distribution == "uniform":
         probs = np.full(num_classes, 1.0 / num_classes)
     else:
-        if isinstance(distribution, str) and distribution in class_names:
-            idx = class_names.index(distribution)
-        elif isinstance(distribution, int) and 0 <= distribution < num_classes:
-            idx = distribution
-        else:
+        names = list(class_names) if len(class_names) == num_classes else [str(c) for c in range(num_classes)]
+        try:
+            idx = Classes.of(names).index(distribution, "label_distribution")
+        except ValueError:
             raise ValueError(
                 f"label_distribution={distribution!r}: use one of {list(DISTRIBUTIONS)} or a class of this "
                 f"prior {class_names}"
-            )
+            ) from None
         probs = np.eye(num_classes)[idx]
     names = class_names if len(class_names) == num_classes else [str(c) for c in range(num_classes)]
     record = {

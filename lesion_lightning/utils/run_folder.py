@@ -17,12 +17,11 @@ spells these paths or `pipeline.json`'s keys.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lesion_lightning.utils.io import atomic_write_json
+from lesion_lightning.utils.io import atomic_write_json, read_json_object
 
 # pipeline order; `stages=[...]` picks a subset
 STAGES = ("vqvae", "encode", "pixelcnn", "sample", "evaluate", "utility")
@@ -206,11 +205,7 @@ class PipelineRecord:
     def read(cls, path: str | Path) -> PipelineRecord:
         """The record at `path`; ValueError (naming the file) when it is unreadable or malformed."""
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path} is unreadable ({err}); delete it to start the run afresh") from err
-        return cls.from_json(data, str(path))
+        return cls.from_json(read_json_object(path, "delete it to start the run afresh"), str(path))
 
     @classmethod
     def read_or_new(cls, path: str | Path) -> PipelineRecord:
