@@ -20,7 +20,11 @@ def test_guidance_bench_shares_evaluates_eval_group(tmp_path: Path) -> None:
     differ = {k for k in evaluate if bench[k] != evaluate[k]}
     assert differ == {"feature_extractor", "per_class"}, differ
     # an evaluate setting changed in conf/eval/default.yaml reaches both, by composition
-    assert bench.fid_bootstrap == evaluate.fid_bootstrap and bench.prc_k == evaluate.prc_k
+    assert (
+        bench.fid_splits == evaluate.fid_splits
+        and bench.kid_bootstrap == evaluate.kid_bootstrap
+        and bench.prc_k == evaluate.prc_k
+    )
 
 
 def test_guidance_bench_config_composes(tmp_path: Path) -> None:

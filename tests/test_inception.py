@@ -126,6 +126,13 @@ def test_bad_files_say_which_file_and_what_is_expected(tmp_path):
     torch.save({"encoder.weight": torch.zeros(2)}, other)
     with pytest.raises(ValueError, match=r"other\.pth is a torch file but not torch-fidelity's"):
         load_inception(other)
+    partial = tmp_path / "partial.pth"  # looks like torch-fidelity's file, but most weights are missing
+    torch.save({"Conv2d_1a_3x3.conv.weight": torch.zeros(32, 3, 3, 3)}, partial)
+    with pytest.raises(
+        ValueError, match=r"partial\.pth: Error\(s\) in loading state_dict.*Missing key"
+    ) as err:
+        load_inception(partial)
+    assert len(str(err.value)) < 600  # not the 400 missing key names
     no_trunk = tmp_path / "no_trunk.pt"
     torch.jit.save(torch.jit.script(_Trunk()), str(no_trunk))
     with pytest.raises(ValueError, match=r"no_trunk\.pt: a TorchScript file without the Inception trunk"):

@@ -197,6 +197,8 @@ def load_inception(weights_path: str | Path, feature_dim: int = POOL_FEATURES) -
         try:
             module = StateDictInception(feature_dim, path, f"state_dict:{path.name}")
         except Exception as err:  # noqa: BLE001 - wrong shapes or missing keys
-            raise ValueError(f"eval.inception_weights={path}: {err}; {_FORMATS_HELP}") from err
+            text = " ".join(str(err).split())  # load_state_dict lists every missing key: keep the start
+            text = text if len(text) <= 300 else text[:300] + " ..."
+            raise ValueError(f"eval.inception_weights={path}: {text}; {_FORMATS_HELP}") from err
     _check_output(module, path, feature_dim)
     return module

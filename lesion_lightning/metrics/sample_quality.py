@@ -67,15 +67,15 @@ def _loader(dataset, rows: np.ndarray, batch_size: int, num_workers: int) -> Dat
 
 
 def set_metric_options(eval_cfg, seed: int, device: torch.device | str, extractor_name: str) -> dict:
-    """set_metrics' keyword arguments from the `eval` config group (conf/evaluate.yaml documents them)."""
+    """set_metrics' keyword arguments from the `eval` config group (conf/eval/default.yaml documents them)."""
     return {
         "feature_extractor": extractor_name,
         "kid_subset_size": int(eval_cfg.kid_subset_size),
         "kid_subsets": int(eval_cfg.kid_subsets),
-        "num_bootstrap": int(eval_cfg.get("kid_bootstrap", 200)),
-        "fid_splits": int(eval_cfg.get("fid_splits", 10)),
-        "prc_k": int(eval_cfg.get("prc_k", 3)),
-        "prc_repeats": int(eval_cfg.get("prc_repeats", 10)),
+        "num_bootstrap": int(eval_cfg.kid_bootstrap),
+        "fid_splits": int(eval_cfg.fid_splits),
+        "prc_k": int(eval_cfg.prc_k),
+        "prc_repeats": int(eval_cfg.prc_repeats),
         "seed": seed,
         "device": device,
     }
