@@ -117,8 +117,11 @@ def test_report_has_one_row_per_grid_pictures_and_plot(tmp_path):
     # bits per image = bits/dim x H x W: the number comparable across grid sizes
     assert "6656" in rows["32x32"] and "21504" in rows["64x64"]
     assert rows["32x32"].count("skipped") == 2  # FID and KID: skipped, no number
-    assert "31.50" in rows["64x64"] and "42.00 [40.50, 44.00]" in rows["64x64"]
-    assert "0.0123 ± 0.0004" in rows["64x64"]
+    # 4096 samples against 1000 real test images: the real side is too small for a publishable FID
+    assert (
+        "31.50" in rows["64x64"] and "unreliable (n_real=1000 < 2048): 42.00 [40.50, 44.00]" in rows["64x64"]
+    )
+    assert "unreliable (n_real=1000 < 2048): 0.0123 ± 0.0004" in rows["64x64"]
     assert "50% (ppl 200.0)" in rows["64x64"]
     assert rows["32x32"][15:17] == ["10.0 s", "30.0 s"]  # VQ-VAE and PixelCNN training time
     # the scale of the image metrics, and PSNR on the original 8-bit scale beside the stretched one
@@ -126,7 +129,10 @@ def test_report_has_one_row_per_grid_pictures_and_plot(tmp_path):
     # the prior row: val bits/dim of the selected checkpoint and the train-val gap, beside test bits/dim
     assert rows["64x64"][7:10] == ["5.250 [5.240, 5.260]", "5.125", "+0.250"]
     generation = report.split("## Generation")[1].split("## Stages")[0]
-    assert "| 64x64 | 4096 / 1000 | inception-v3-compat/2048 | minmax | 42.00 [40.50, 44.00] |" in generation
+    assert (
+        "| 64x64 | 4096 / 1000 | inception-v3-compat/2048 | minmax | unreliable (n_real=1000 < 2048): 42.00 [40.50, 44.00] |"
+        in generation
+    )
     assert "0.610 (k=3) | 0.420 | 1.2% [0.5%, 2.0%] of 4096 | — |" in generation
     # a per-class FID from 300 samples is flagged, not printed bare
     assert "| 64x64 | nevus | 300 / 700 | unreliable (n=300 < 2048): 45.00 [42.00, 48.00] |" in generation
@@ -172,6 +178,24 @@ def test_missing_pieces_render_as_dashes_with_a_note(tmp_path):
         "| 128x128 | — | ![128x128 samples](1/sample/samples/grid.png) | — |" in report
     )  # dashes for the others
     assert (sweep / "metrics_vs_grid.png").is_file()
+
+
+def test_fid_cells_flag_a_small_real_side_and_a_stand_in_extractor(tmp_path):
+    """reliable = min(n_generated, n_real) >= 2048 on Inception features; the cell says which side failed."""
+    sweep = tmp_path / "multirun"
+    big = _metrics(psnr=27.0, bpd=6.0, fid=10.0)
+    big["generation"].update(n_generated=5000, n_real=3000)
+    _run(sweep, "0", 32, big)
+    stand_in = _metrics(psnr=27.0, bpd=6.0, fid=12.0)
+    stand_in["generation"].update(n_generated=5000, n_real=3000, feature_extractor="RandomConvFeatures/16")
+    _run(sweep, "1", 64, stand_in)
+    few_real = _metrics(psnr=27.0, bpd=6.0, fid=14.0)
+    few_real["generation"].update(n_generated=5000, n_real=400)
+    _run(sweep, "2", 128, few_real)
+    rows = _rows(write_report(sweep).read_text())
+    assert "10.00 [8.50, 12.00]" in rows["32x32"] and not any("unreliable" in c for c in rows["32x32"])
+    assert any(c.startswith("stand-in RandomConvFeatures/16, not FID: 12.0") for c in rows["64x64"])
+    assert any(c.startswith("unreliable (n_real=400 < 2048): 14.0") for c in rows["128x128"])
 
 
 def test_cli_and_clear_error_without_runs(tmp_path, capsys):

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from lesion_lightning.metrics.distribution import RELIABLE_N
+from lesion_lightning.metrics.naming import is_inception
 from lesion_lightning.report.collect import interval, number
 from lesion_lightning.report.curve import utility_report_markdown
 from lesion_lightning.report.ladder import PLOT as LADDER_PLOT
@@ -44,27 +45,35 @@ def _with_ci(value: float | None, interval: tuple[float, float] | None, spec: st
     return fmt(value) + (f" [{fmt(interval[0])}, {fmt(interval[1])}]" if interval else "")
 
 
-def _unreliable(n) -> str:
-    """A prefix flagging set metrics from too few samples, so they are never read as a bare number."""
-    if not isinstance(n, int):
-        return "unreliable (n not recorded): "
-    return f"unreliable (n={n} < {RELIABLE_N}): " if n < RELIABLE_N else ""
+def _unreliable(n_generated, n_real=None, extractor=None) -> str:
+    """A prefix flagging set metrics that are not publishable FID: too few images on either side
+    (generated or real reference), or features from a stand-in extractor instead of the TF Inception."""
+    prefix = f"stand-in {extractor}, not FID: " if extractor and not is_inception(extractor) else ""
+    if not isinstance(n_generated, int):
+        return prefix + "unreliable (n not recorded): "
+    if isinstance(n_real, int) and n_real < min(n_generated, RELIABLE_N):
+        return prefix + f"unreliable (n_real={n_real} < {RELIABLE_N}): "
+    return prefix + (f"unreliable (n={n_generated} < {RELIABLE_N}): " if n_generated < RELIABLE_N else "")
 
 
 def _fid_cell(run: dict) -> str:
     if run["fid"] is None:
         return "skipped" if run["generation_skipped"] else DASH
-    return _unreliable(run["n_generated"]) + _with_ci(run["fid"], run["intervals"]["fid"], "sig")
+    return _unreliable(run["n_generated"], run["n_real"], run["feature_extractor"]) + _with_ci(
+        run["fid"], run["intervals"]["fid"], "sig"
+    )
 
 
 def _kid_cell(run: dict) -> str:
     if run["fid"] is None:
         return "skipped" if run["generation_skipped"] else DASH
     if run["kid"] is not None:  # full-set unbiased MMD^2 with its bootstrap interval
-        return _unreliable(run["n_generated"]) + _with_ci(run["kid"], run["intervals"]["kid"], "sig")
+        return _unreliable(run["n_generated"], run["n_real"], run["feature_extractor"]) + _with_ci(
+            run["kid"], run["intervals"]["kid"], "sig"
+        )
     # older metrics.json: torchmetrics' subset mean +- std
     return (
-        _unreliable(run["n_generated"])
+        _unreliable(run["n_generated"], run["n_real"], run["feature_extractor"])
         + _fmt(run["kid_mean"], ".4f")
         + (f" ± {run['kid_std']:.4f}" if run["kid_std"] is not None else "")
     )
@@ -155,7 +164,8 @@ def render(runs: list[dict], sweep_dir: Path, base: Path, plot: Path | None) -> 
         "code frequencies from the train split). Val bits/dim is that of the prior checkpoint used, at "
         "the validation that selected it; the train-val gap is val minus train bits/dim on as many "
         "un-augmented train grids, scored the same way (eval mode, same weights). FID/KID from fewer than "
-        f"{RELIABLE_N} generated images are marked unreliable; n and the feature extractor are in the "
+        f"{RELIABLE_N} images on either side (generated or real) are marked unreliable, and from a stand-in "
+        "extractor named as such; n and the feature extractor are in the "
         "generation table.",
         "",
     ]
@@ -286,8 +296,9 @@ def _generation_tables(runs: list[dict]) -> list[str]:
             grid_label(r["grid"]),
             name,
             f"{stats.get('n_generated')} / {stats.get('n_real')}",
-            _unreliable(stats.get("n_generated")) + _with_ci(stats["fid"], interval(stats, "fid"), "sig"),
-            _unreliable(stats.get("n_generated"))
+            _unreliable(stats.get("n_generated"), stats.get("n_real"), r["feature_extractor"])
+            + _with_ci(stats["fid"], interval(stats, "fid"), "sig"),
+            _unreliable(stats.get("n_generated"), stats.get("n_real"), r["feature_extractor"])
             + _with_ci(number(stats, "kid"), interval(stats, "kid"), "sig"),
             _fmt(number(stats, "precision"), ".3f"),
             _fmt(number(stats, "recall"), ".3f"),
