@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,12 @@ TINY_PIXELCNN = [
 ]
 # samples the shared `chain` fixture draws
 CHAIN_NUM_SAMPLES = 6
+
+
+def offline_ids(run: Path) -> list[str]:
+    """The W&B run ids of a run folder's offline runs, one per attempt.
+
+    Folders are offline-run-<date>_<time>-<id>, with "-<k>" appended by wandb when two attempts of one
+    run start in the same second."""
+    names = (p.name for p in (Path(run) / "wandb").glob("offline-run-*"))
+    return sorted(re.fullmatch(r"offline-run-\d{8}_\d{6}-([a-z0-9]+)(?:-\d+)?", n).group(1) for n in names)

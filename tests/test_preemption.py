@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from clihelpers import TINY_VQVAE, compose_config
+from clihelpers import TINY_VQVAE, compose_config, offline_ids
 from omegaconf import open_dict
 
 from lesion_lightning.train import train
@@ -82,11 +82,8 @@ def test_signal_late_in_an_epoch_saves_that_step_and_resume_finishes_in_the_same
     assert trainer.current_epoch >= 2
 
     run_id = (run / "wandb_run_id").read_text().strip()
-    offline = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(offline) == 2, offline
-    assert all(p.name.endswith(f"-{run_id}") for p in offline), (
-        f"both attempts log into W&B run {run_id} (wandb sync merges them): {[p.name for p in offline]}"
-    )
+    ids = offline_ids(run)
+    assert ids == [run_id, run_id], f"both attempts log into W&B run {run_id} (wandb sync merges them): {ids}"
 
 
 def test_interval_checkpoint_is_configured_to_ten_minutes(tmp_path: Path) -> None:

@@ -7,13 +7,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from clihelpers import TINY_VQVAE, compose_config
+from clihelpers import TINY_VQVAE, compose_config, offline_ids
 
 from lesion_lightning.train import train
-
-
-def offline_ids(run: Path) -> list[str]:
-    return sorted(p.name.rsplit("-", 1)[-1] for p in (run / "wandb").glob("offline-run-*"))
 
 
 def test_a_stage_resumed_from_last_ckpt_continues_its_wandb_run(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from torchvision.utils import make_grid
 from lesion_lightning.metrics.distribution import RELIABLE_N, set_metrics
 from lesion_lightning.metrics.generation import extract_features
 from lesion_lightning.metrics.sharpness import sharpness_ratio
-from lesion_lightning.metrics.stats import mean_interval, per_image_psnr
+from lesion_lightning.metrics.stats import Estimate, mean_interval, per_image_psnr
 from lesion_lightning.modules.checkpoints import VQVAECheckpoint
 from lesion_lightning.utils.io import save_png
 
@@ -87,11 +87,11 @@ def reconstruct(
     return torch.cat(out)
 
 
-def _interval(values: np.ndarray, num: int) -> dict:
+def _interval(values: np.ndarray, num: int) -> Estimate:
     return mean_interval(values[np.isfinite(values)], num=num)
 
 
-def _paired_difference(a: np.ndarray, b: np.ndarray, num: int) -> dict:
+def _paired_difference(a: np.ndarray, b: np.ndarray, num: int) -> Estimate:
     return mean_interval(b - a, num=num)
 
 
@@ -137,12 +137,17 @@ def run(cfg: DictConfig) -> dict:
         }
         for key, vals in values.items():
             stats = _interval(vals, cfg.num_bootstrap)
-            row[key], row[f"{key}_ci"] = stats["mean"], [stats["ci_low"], stats["ci_high"]]
+            row[key], row[f"{key}_ci"] = stats.value, stats.interval.to_json()
         if extractor is not None:
             batches = (recon[i : i + cfg.batch_size] for i in range(0, len(recon), cfg.batch_size))
             fake = extract_features(extractor, batches, device)
             fid = set_metrics(
-                real, fake, kid_subset_size=min(100, len(images) // 2), num_bootstrap=100, device=device
+                real,
+                fake,
+                feature_extractor=INCEPTION_NAME,
+                kid_subset_size=min(100, len(images) // 2),
+                num_bootstrap=100,
+                device=device,
             )
             row.update(
                 rfid=fid["fid"],
@@ -172,7 +177,7 @@ def run(cfg: DictConfig) -> dict:
         comp = {"baseline": base, "other": other}
         for key in ("psnr", "ssim"):
             d = _paired_difference(per_image[base][key], per_image[other][key], cfg.num_bootstrap)
-            comp[f"{key}_diff"], comp[f"{key}_diff_ci"] = d["mean"], [d["ci_low"], d["ci_high"]]
+            comp[f"{key}_diff"], comp[f"{key}_diff_ci"] = d.value, d.interval.to_json()
         comp["sharpness_ratio"] = by_name[other]["sharpness"] / by_name[base]["sharpness"]
         ratios[f"sharpness {other} / {base}"] = comp["sharpness_ratio"]
         ratios[f"PSNR {other} - {base} (dB, paired)"] = (

@@ -220,8 +220,16 @@ def plot_curve(entries: list[tuple[str, dict]], path: Path) -> Path | None:
         ax.set_xlabel("real train images (log axis)")
         ax.set_title(f"{METRIC_TITLES.get(m, m)} ({test})", fontsize=10)
         ax.grid(alpha=0.3, which="both")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    # one legend for the figure, from every panel (a panel can be empty when its metric is undefined,
+    # e.g. AUROC on a test set with one class)
+    legend = {}
+    for ax in (a for row in axes for a in row):
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(
+            list(legend.values()), list(legend), loc="lower center", ncol=min(4, len(legend)), fontsize=8
+        )
     fig.tight_layout(rect=(0, 0.1 / len(tests), 1, 1))
     save_figure(fig, path)
     plt.close(fig)
