@@ -24,6 +24,7 @@ from lesion_lightning.metrics.budget import (
 )
 from lesion_lightning.metrics.stats import Interval
 from lesion_lightning.metrics.utility import Task
+from lesion_lightning.report.curve import worth_cell
 
 TASK = Task(("nevus", "melanoma"))
 
@@ -250,3 +251,22 @@ def test_fresh_synthetic_sets_per_seed_are_disjoint_and_used_by_their_seed(tmp_p
                 assert set(plan.synthetic[k].identity()) <= seen[k], (plan.key, k)
     plus = next(p for p in plans if p.key == f"{PLUS}@0.5")
     assert plus.sizes(0) == {"real": 8, "synthetic": 16}
+
+
+def test_a_saturated_reference_curve_makes_the_worth_not_identifiable() -> None:
+    """AUROC 0.996 for arm (2) against a (1b) curve that reaches 1.000 at its second budget: inverting
+    would read "worth minus most of the real images"; the point is flagged as on the plateau instead."""
+    n = [8, 25, 77, 256]
+    rng = np.random.default_rng(0)
+    flat_top = np.array([0.94, 1.0, 1.0, 1.0])
+    boot = np.clip(flat_top + rng.normal(0, 0.005, (200, 4)), 0, 1)
+    target_boot = np.clip(0.996 + rng.normal(0, 0.005, 200), 0, 1)
+    eq = equivalent_real(n, flat_top, boot, 0.996, target_boot, n_own=256, added=128)
+    assert eq["plateau"] and eq["worth"] < -200  # the raw inversion is the misleading number
+    assert "not identifiable" in worth_cell(eq)
+    # a curve still rising at its last budget is invertible: a real number, no flag
+    rising = np.array([0.6, 0.7, 0.8, 0.9])
+    eq = equivalent_real(
+        n, rising, rising + rng.normal(0, 0.01, (200, 4)), 0.75, 0.75 + rng.normal(0, 0.01, 200), 25, 128
+    )
+    assert not eq["plateau"] and "worth ≈" in worth_cell(eq)

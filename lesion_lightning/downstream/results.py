@@ -40,7 +40,7 @@ def flat_metrics(results: dict) -> dict[str, float]:
 def curve_metrics(curve: dict | None) -> dict[str, float]:
     """``utility/curve/<test>/<arm>@<fraction>/<metric>`` seed-means and
     ``utility/curve/<test>/worth@<fraction>/<metric>`` (equivalent real images minus the real ones
-    arm (2) had; only where it lies on the curve, not beyond or below it)."""
+    arm (2) had; only where it lies on the curve, not beyond or below it, nor on its plateau)."""
     flat: dict[str, float] = {}
     if not curve:
         return flat
@@ -52,7 +52,7 @@ def curve_metrics(curve: dict | None) -> dict[str, float]:
         for row in section["equivalent_real"]:
             where = "synthetic_only" if row["fraction"] is None else f"worth@{row['fraction']:g}"
             for m, eq in row["metrics"].items():
-                if eq and isinstance(eq.get("worth"), int | float):
+                if eq and isinstance(eq.get("worth"), int | float) and not eq.get("plateau"):
                     flat[f"utility/curve/{test}/{where}/{m}"] = float(eq["worth"])
     return flat
 

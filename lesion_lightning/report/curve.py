@@ -48,6 +48,8 @@ def worth_cell(eq: dict | None) -> str:
         return f"beyond the curve (more than the {max(budgets)} real images of the full curve){ci}"
     if eq["status"] == BELOW:
         return f"below the curve (scores under {min(budgets)} real images){ci}"
+    if eq.get("plateau"):
+        return f"not identifiable: on the (1b) curve's plateau (it stops rising before {max(budgets)} real images){ci}"
     share = (
         f" ({100 * eq['worth_share']:.0f} % of the {eq['added']} added)"
         if _num(eq.get("worth_share"))
