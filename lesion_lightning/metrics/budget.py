@@ -210,7 +210,7 @@ def equivalent_real(
         "n_real": int(n_own),
         "added": int(added),
         "status": status,
-        "plateau": on_plateau(curve_point, curve_boot, target_point),
+        "plateau": on_plateau(curve_point, curve_boot, target_point, target_boot),
         "equivalent_real": _json_number(value),
         "equivalent_real_ci": [_json_number(lo), _json_number(hi)],
         "worth": _json_number(worth),
@@ -222,20 +222,24 @@ def equivalent_real(
     return out
 
 
-def on_plateau(curve_point: Sequence[float], curve_boot: np.ndarray, target_point: float) -> bool:
+def on_plateau(
+    curve_point: Sequence[float], curve_boot: np.ndarray, target_point: float, target_boot: np.ndarray
+) -> bool:
     """Whether the reference curve has stopped rising (its top is reached before the last budget) and the
-    target scores inside the top budget's interval: there the inversion is not identifiable (a target a
-    hair under a saturated curve, e.g. AUROC 0.996 against 1.000, would read as "worth minus most of the
-    real images"), so the number must not be read as a gain or a loss."""
+    target is not distinguishable from that top (the paired interval of target - top budget, over the
+    same bootstrap draws, holds 0). There the inversion is not identifiable: a target a hair under a
+    saturated curve (AUROC 0.996 against 1.000) would read as "worth minus most of the real images"."""
     y = monotone(curve_point)
     if not (np.isfinite(y).all() and math.isfinite(target_point)):
         return False
     if int(np.argmax(y >= y[-1])) == len(y) - 1:  # still rising at the last budget
         return False
-    top = np.asarray(curve_boot, dtype=np.float64)[:, -1]
-    top = top[np.isfinite(top)]
-    low = float(Interval.percentile(top).low) if top.size else float(y[-1])
-    return bool(target_point >= min(low, float(y[-1])))
+    diff = np.asarray(target_boot, dtype=np.float64) - np.asarray(curve_boot, dtype=np.float64)[:, -1]
+    diff = diff[np.isfinite(diff)]
+    if not diff.size:
+        return False
+    ci = Interval.percentile(diff)
+    return bool(ci.low <= 0.0 <= ci.high)
 
 
 def as_number(x: float | str | None) -> float:
