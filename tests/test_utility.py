@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from budgethelpers import SMALL_CNN, TRAINER
 from clihelpers import run_cli
 from PIL import Image
 
@@ -21,14 +22,6 @@ from lesion_lightning.metrics.utility import Task, compare_arms, score
 from lesion_lightning.modules.checkpoints import load_classifier
 from lesion_lightning.modules.classifier_module import predict_proba
 from lesion_lightning.modules.classifier_training import train_classifier
-
-SMALL_CNN = {
-    "_target_": "lesion_lightning.modules.classifier_module.ClassifierModule",
-    "net": {"name": "small_cnn", "width": 8},
-    "lr": 3e-3,
-    "weight_decay": 1e-4,
-}
-TRAINER = {"accelerator": "cpu", "devices": 1, "enable_progress_bar": False}
 
 
 def test_plan_tops_classes_up_to_the_largest_and_matches_real_counts() -> None:
